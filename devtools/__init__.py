@@ -1,0 +1,1 @@
+"""Local development tooling: dev host and emulators. Never deployed."""

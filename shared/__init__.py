@@ -1,0 +1,1 @@
+"""The Autopilot unassign webhook's logic, importable without azure.functions."""

@@ -1,0 +1,43 @@
+"""One structured audit record per request, on one line.
+
+The Functions host forwards `logging` to Application Insights, where the JSON message can be
+queried with `parse_json(message)`. The record never holds a token, a key, a query string or a
+raw body: only values that passed validation, and what Graph told us. `json.dumps` escapes every
+control character, so no caller input can split or forge a line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+
+LOGGER_NAME = "autopilot.audit"
+_log = logging.getLogger(LOGGER_NAME)
+
+
+@dataclass
+class AuditRecord:
+    correlationId: str
+    event: str = "unassignUser"
+    ticketId: str | None = None
+    deviceId: str | None = None
+    serialNumber: str | None = None
+    previousUserPrincipalName: str | None = None
+    outcome: str = "unknown"
+    httpStatus: int = 0
+    graphRequestIds: list[str] = field(default_factory=list)
+    attempts: int = 0
+    durationMs: int = 0
+    detail: str | None = None
+    trace: str | None = None
+
+
+def emit(record: AuditRecord) -> None:
+    line = json.dumps(asdict(record), ensure_ascii=True, separators=(",", ":"))
+    if record.httpStatus >= 500:
+        _log.error(line)
+    elif record.httpStatus >= 400:
+        _log.warning(line)
+    else:
+        _log.info(line)

@@ -1,0 +1,232 @@
+"""The Graph client: one httpx client and one token provider per process, retries in a deadline.
+
+`GraphClient.call` returns Graph's answer when it is final (any 2xx, and errors a retry would not
+change, such as 404) and raises a `Problem` when retries ran out on throttling, server errors or a
+silent network; the last failure decides which. What an error *means* for a device is the
+service's business; what Graph *said* is decoded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from shared.identity import TokenProvider
+from shared.problems import Failure, Problem
+from shared.retry import (
+    MIN_ATTEMPT_SECONDS,
+    MIN_WRITE_SECONDS,
+    Clock,
+    Deadline,
+    fits,
+    parse_retry_after,
+    plan_wait,
+)
+from shared.settings import Settings
+
+API_VERSION = "v1.0"
+AUTOPILOT = f"/{API_VERSION}/deviceManagement/windowsAutopilotDeviceIdentities"
+PERMISSION = "DeviceManagementServiceConfig.ReadWrite.All"
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+THROTTLING = frozenset({429, 503})
+USER_AGENT = "autopilot-unassign/1.0"
+
+
+@dataclass
+class Call:
+    """One caller request's Graph work: its deadline, correlation id, and what Graph told us."""
+
+    deadline: Deadline
+    correlation_id: str
+    request_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    # What the reads told us about the device, for the audit record even when a later step fails.
+    device: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GraphError:
+    code: str
+    message: str
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class GraphResponse:
+    status: int
+    body: Any
+    request_id: str | None
+    retry_after: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def error(self) -> GraphError:
+        return decode_error(self.status, self.body, self.request_id)
+
+
+def _readable(message: str) -> str:
+    """Intune nests a JSON document in `error.message`; keep its reason and support ids only."""
+    try:
+        inner = json.loads(message)
+    except ValueError:
+        return message
+    if isinstance(inner, dict) and isinstance(inner.get("Message"), str):
+        return str(inner["Message"]).split(" - Url:", 1)[0]
+    return message
+
+
+def decode_error(status: int, body: Any, request_id: str | None) -> GraphError:
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return GraphError(f"HTTP{status}", f"Graph answered HTTP {status}.", request_id)
+    code = error.get("code")
+    message = error.get("message")
+    return GraphError(
+        code if isinstance(code, str) and code else f"HTTP{status}",
+        _readable(message) if isinstance(message, str) else "",
+        request_id,
+    )
+
+
+def problem_for(response: GraphResponse) -> Problem:
+    """What a Graph error means for our caller (see the table in shared.problems)."""
+    err = response.error()
+    reason = f"Graph answered {response.status} {err.code}: {err.message}".rstrip(": ")
+    if response.status == 403 or (
+        response.status == 401 and err.code != "InvalidAuthenticationToken"
+    ):
+        return Problem(
+            Failure.GRAPH_PERMISSION,
+            f"{reason}. The Function App's managed identity needs the Microsoft Graph application "
+            f"permission {PERMISSION} (and the tenant an Intune licence); after it is granted, "
+            "Graph can keep refusing for up to an hour while the grant propagates.",
+            graph_code=err.code,
+            graph_request_id=err.request_id,
+        )
+    if response.status in THROTTLING:
+        return Problem(
+            Failure.GRAPH_THROTTLED,
+            f"{reason}. Try again after the Retry-After interval.",
+            retry_after=parse_retry_after(response.retry_after, time.time()) or 1.0,
+            graph_code=err.code,
+            graph_request_id=err.request_id,
+        )
+    return Problem(
+        Failure.GRAPH_ERROR, f"{reason}.", graph_code=err.code, graph_request_id=err.request_id
+    )
+
+
+def _parse_json(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+class GraphClient:
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenProvider,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        random_source: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self.clock = clock
+        self._sleep = sleep
+        self._random = random_source
+        self._http = httpx.AsyncClient(
+            base_url=settings.graph_endpoint,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, method: str, path: str, call: Call) -> GraphResponse:
+        attempt = 0
+        refreshed = False
+        last: Problem | None = None
+        while True:
+            token = await self.tokens.token(call.deadline)
+            self._check_time_left(method, call.deadline, last)
+            attempt += 1
+            call.attempts += 1
+            retry_after: float | None = None
+            try:
+                response = await self._send(method, path, token, call)
+            except httpx.TimeoutException:
+                last = Problem(Failure.GRAPH_UNREACHABLE, "Microsoft Graph did not answer in time.")
+            except httpx.TransportError as exc:
+                last = Problem(
+                    Failure.GRAPH_UNREACHABLE,
+                    f"The connection to Microsoft Graph failed ({type(exc).__name__}).",
+                )
+            else:
+                if response.status == 401 and not refreshed and self._expired(response):
+                    # An expired or revoked token: one retry with a freshly fetched one.
+                    self.tokens.invalidate(token)
+                    refreshed = True
+                    continue
+                if response.status not in RETRYABLE:
+                    return response
+                retry_after = parse_retry_after(response.retry_after, time.time())
+                last = problem_for(response)
+            wait = plan_wait(attempt, retry_after, self._random)
+            if not fits(wait, call.deadline.remaining()):
+                if last.failure is Failure.GRAPH_THROTTLED:
+                    last.retry_after = wait
+                raise last
+            await self._sleep(wait)
+
+    @staticmethod
+    def _expired(response: GraphResponse) -> bool:
+        return response.error().code == "InvalidAuthenticationToken"
+
+    @staticmethod
+    def _check_time_left(method: str, deadline: Deadline, last: Problem | None) -> None:
+        needed = MIN_ATTEMPT_SECONDS if method == "GET" else MIN_WRITE_SECONDS
+        if deadline.remaining() >= needed:
+            return
+        if last is not None:
+            raise last
+        raise Problem(
+            Failure.OUT_OF_TIME,
+            "Too little time was left to finish the call to Graph; nothing was changed. "
+            "Send the request again.",
+            retry_after=1,
+        )
+
+    async def _send(self, method: str, path: str, token: str, call: Call) -> GraphResponse:
+        response = await self._http.request(
+            method,
+            path,
+            headers={"Authorization": f"Bearer {token}", "client-request-id": call.correlation_id},
+            timeout=call.deadline.attempt_timeout(),
+        )
+        request_id = response.headers.get("request-id")
+        if request_id:
+            call.request_ids.append(request_id)
+        return GraphResponse(
+            response.status_code,
+            _parse_json(response),
+            request_id,
+            response.headers.get("retry-after"),
+        )

@@ -1,0 +1,122 @@
+"""App settings, read once from the environment and validated with a message naming the setting.
+
+| setting                   | default                      | meaning |
+|---------------------------|------------------------------|---------|
+| GRAPH_ENDPOINT            | https://graph.microsoft.com  | Graph base URL; sovereign clouds allowed; http only on loopback |
+| UNASSIGN_DEADLINE_SECONDS | 20                           | time budget for all Graph work of one request (1 to 200) |
+| AZURE_CLIENT_ID           | (system-assigned identity)   | client id of a user-assigned managed identity |
+| GRAPH_CREDENTIAL          | managed_identity             | `azure_cli` only to try the function from a workstation |
+
+The README's configuration table repeats this one for admins.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from shared.problems import Failure, Problem
+
+DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
+DEFAULT_DEADLINE_SECONDS = 20.0
+# An HTTP-triggered function must answer within 230 s; leave room for the cold start and the reply.
+MAX_DEADLINE_SECONDS = 200.0
+MIN_DEADLINE_SECONDS = 1.0
+CREDENTIALS = ("managed_identity", "azure_cli")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    graph_endpoint: str
+    deadline_seconds: float
+    azure_client_id: str | None
+    credential: str
+
+    @property
+    def graph_scope(self) -> str:
+        """The token scope follows the endpoint, so sovereign clouds get their own audience."""
+        return f"{self.graph_endpoint}/.default"
+
+
+def _bad(name: str, value: str, why: str) -> Problem:
+    return Problem(Failure.CONFIGURATION, f"App setting {name}={value!r} is invalid: {why}.")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _graph_endpoint(env: Mapping[str, str]) -> str:
+    raw = env.get("GRAPH_ENDPOINT", "").strip() or DEFAULT_GRAPH_ENDPOINT
+    value = raw.rstrip("/")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise _bad("GRAPH_ENDPOINT", raw, "not a URL") from None
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise _bad(
+            "GRAPH_ENDPOINT", raw, "give only scheme and host, e.g. https://graph.microsoft.com"
+        )
+    if parts.scheme == "https" and host:
+        return value
+    if parts.scheme == "http" and _is_loopback(host):
+        return value
+    raise _bad("GRAPH_ENDPOINT", raw, "must be an https URL (plain http only for loopback)")
+
+
+def _deadline(env: Mapping[str, str]) -> float:
+    raw = env.get("UNASSIGN_DEADLINE_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_DEADLINE_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad("UNASSIGN_DEADLINE_SECONDS", raw, "not a number") from None
+    if not math.isfinite(value) or not MIN_DEADLINE_SECONDS <= value <= MAX_DEADLINE_SECONDS:
+        raise _bad(
+            "UNASSIGN_DEADLINE_SECONDS",
+            raw,
+            f"must be between {MIN_DEADLINE_SECONDS:g} and {MAX_DEADLINE_SECONDS:g} seconds",
+        )
+    return value
+
+
+def _client_id(env: Mapping[str, str]) -> str | None:
+    raw = env.get("AZURE_CLIENT_ID", "").strip()
+    if not raw:
+        return None
+    if not _GUID.fullmatch(raw):
+        raise _bad("AZURE_CLIENT_ID", raw, "must be the client id (a GUID) of the managed identity")
+    return raw.lower()
+
+
+def _credential(env: Mapping[str, str]) -> str:
+    raw = env.get("GRAPH_CREDENTIAL", "").strip()
+    if not raw:
+        return "managed_identity"
+    if raw not in CREDENTIALS:
+        raise _bad("GRAPH_CREDENTIAL", raw, f"must be one of {', '.join(CREDENTIALS)}")
+    return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    source = os.environ if env is None else env
+    return Settings(
+        graph_endpoint=_graph_endpoint(source),
+        deadline_seconds=_deadline(source),
+        azure_client_id=_client_id(source),
+        credential=_credential(source),
+    )
