@@ -6,7 +6,7 @@ lets the function authenticate locally without any Azure credentials, and the fa
 tests see how it copes when the token endpoint is slow, failing or unreachable.
 
 This module also holds the small threaded HTTP server that both emulators run on
-(``EmulatorServer``): keep-alive HTTP/1.1, a large accept backlog for load tests, quiet logs, and a
+(``HttpEmulator``): keep-alive HTTP/1.1, a large accept backlog for load tests, quiet logs, and a
 ``stop()`` that really cuts open keep-alive connections so a stopped emulator looks down.
 """
 
@@ -25,7 +25,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from devtools import tokens
@@ -138,30 +138,33 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class EmulatorServer:
-    """Runs ``respond`` for every request on a background thread until ``stop()``."""
+class HttpEmulator:
+    """Base of both emulators: serves ``_respond`` on a background thread until ``stop()``.
 
-    def __init__(
-        self, *, host: str, port: int, respond: Callable[[Incoming], Reply], name: str
-    ) -> None:
+    A restart binds the port of the first start again, so "down, then back" can be emulated.
+    """
+
+    def __init__(self, *, host: str, port: int) -> None:
         self._host = host
-        self._port = port  # the real port once started; a restart binds the same one again
-        self._respond = respond
-        self._name = name
+        self._port = port
         self._server: _Server | None = None
 
-    def start(self) -> None:
+    def _respond(self, incoming: Incoming) -> Reply:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         if self._server is not None:
-            raise RuntimeError(f"{self._name} is already running")
+            raise RuntimeError(f"{type(self).__name__} is already running")
         server = _Server((self._host, self._port), self._respond)
         self._port = server.server_port
         threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},  # keeps stop() fast
-            name=f"{self._name}:{self._port}",
+            name=f"{type(self).__name__}:{self._port}",
             daemon=True,
         ).start()
         self._server = server
+        return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
@@ -170,10 +173,21 @@ class EmulatorServer:
             server.cut_connections()
             server.server_close()
 
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
     @property
     def base_url(self) -> str:
         if self._port == 0:
-            raise RuntimeError(f"{self._name} has not been started yet")
+            raise RuntimeError(f"{type(self).__name__} has not been started yet")
         return f"http://{self._host}:{self._port}"
 
 
@@ -189,7 +203,7 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
     return Reply(status, {"statusCode": status, "message": message}, headers or {})
 
 
-class IdentityEmulator:
+class IdentityEmulator(HttpEmulator):
     """The App Service managed-identity endpoint (``GET /msi/token``, api-version 2019-08-01).
 
     ``client_ids=None`` accepts the system-assigned identity and any client id; otherwise only
@@ -216,36 +230,12 @@ class IdentityEmulator:
         self._tokens_issued = 0
         self._requests: list[dict[str, str]] = []
         self._fault: _Fault | None = None
-        self._http = EmulatorServer(
-            host=host, port=port, respond=self._respond, name="identity-emulator"
-        )
-
-    def start(self) -> IdentityEmulator:
-        self._http.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.stop()
-
-    def __enter__(self) -> IdentityEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
+        super().__init__(host=host, port=port)
 
     @property
     def endpoint(self) -> str:
         """The value for IDENTITY_ENDPOINT."""
-        return self._http.base_url + "/msi/token"
+        return self.base_url + "/msi/token"
 
     @property
     def identity_header(self) -> str:
@@ -305,18 +295,20 @@ class IdentityEmulator:
         return fault
 
     def _respond(self, incoming: Incoming) -> Reply:
-        routes: dict[str, dict[str, Callable[[Incoming], Reply]]] = {
-            "/msi/token": {"GET": self._token},
-            "/_emulator/fault": {"POST": self._post_fault, "DELETE": self._delete_fault},
-            "/_emulator/stats": {"GET": self._stats},
-        }
-        methods = routes.get(incoming.path)
-        if methods is None:
-            return _error(404, f"No endpoint at {incoming.path}")
-        handler = methods.get(incoming.method)
-        if handler is None:
+        route = (incoming.method, incoming.path)
+        if route == ("GET", "/msi/token"):
+            return self._token(incoming)
+        if route == ("POST", "/_emulator/fault"):
+            return self._post_fault(incoming)
+        if route == ("DELETE", "/_emulator/fault"):
+            self.clear_fault()
+            return Reply(204)
+        if route == ("GET", "/_emulator/stats"):
+            stats = {"tokenRequests": self._token_requests, "tokensIssued": self._tokens_issued}
+            return Reply(200, stats)
+        if incoming.path in ("/msi/token", "/_emulator/fault", "/_emulator/stats"):
             return _error(405, f"{incoming.method} is not supported on {incoming.path}")
-        return handler(incoming)
+        return _error(404, f"No endpoint at {incoming.path}")
 
     def _token(self, incoming: Incoming) -> Reply:
         query = dict(parse_qsl(incoming.query, keep_blank_values=True))
@@ -379,12 +371,3 @@ class IdentityEmulator:
         except ValueError as exc:
             return _error(400, str(exc))
         return Reply(204)
-
-    def _delete_fault(self, incoming: Incoming) -> Reply:
-        self.clear_fault()
-        return Reply(204)
-
-    def _stats(self, incoming: Incoming) -> Reply:
-        return Reply(
-            200, {"tokenRequests": self._token_requests, "tokensIssued": self._tokens_issued}
-        )

@@ -1,0 +1,179 @@
+"""The Graph client's retry loop against httpx.MockTransport, with an injected clock.
+
+No test here sleeps: the fake clock advances by exactly the waits the client asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from shared.graph import AUTOPILOT, Call, GraphClient, GraphResponse
+from shared.identity import TokenProvider
+from shared.problems import Failure, Problem
+from shared.retry import Deadline
+from shared.settings import load_settings
+from tests.fakes import CountingCredential, FakeClock, credential_factory
+
+DEVICE = f"{AUTOPILOT}/fac6f0b1-f0b1-fac6-b1f0-c6fab1f0c6fa"
+Answer = Callable[[httpx.Request], httpx.Response]
+
+
+def graph_error(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    body = {"error": {"code": code, "message": "m", "innerError": {"request-id": f"req-{status}"}}}
+    return httpx.Response(
+        status, json=body, headers={"request-id": f"req-{status}", **(headers or {})}
+    )
+
+
+class Scripted:
+    """Answers requests in order from a script and records what it was sent."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def run(
+    script: Scripted, method: str = "GET", deadline: float = 20.0
+) -> tuple[GraphResponse | Problem, FakeClock, Call, CountingCredential]:
+    clock = FakeClock()
+    credential = CountingCredential()
+    settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
+    tokens = TokenProvider(settings, credential_factory=credential_factory(credential))
+    client = GraphClient(
+        settings,
+        tokens,
+        transport=httpx.MockTransport(script),
+        clock=clock,
+        sleep=clock.sleep,
+        random_source=lambda: 0.5,
+    )
+    call = Call(Deadline.after(deadline, clock), "corr-1")
+
+    async def go() -> GraphResponse | Problem:
+        try:
+            return await client.call(method, DEVICE, call)
+        except Problem as problem:
+            return problem
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go()), clock, call, credential
+
+
+def test_throttled_twice_then_succeeds_waiting_what_graph_asked() -> None:
+    script = Scripted(
+        graph_error(429, "TooManyRequests", {"Retry-After": "2.5"}),
+        graph_error(429, "TooManyRequests", {"Retry-After": "1"}),
+        httpx.Response(200, json={"id": "x"}, headers={"request-id": "ok"}),
+    )
+    result, clock, call, _ = run(script)
+    assert isinstance(result, GraphResponse) and result.status == 200
+    assert clock.sleeps == [2.5, 1.0]
+    assert call.attempts == 3
+    assert call.request_ids == ["req-429", "req-429", "ok"]
+
+
+def test_throttled_past_the_deadline_stops_at_once_with_retry_after() -> None:
+    script = Scripted(graph_error(429, "TooManyRequests", {"Retry-After": "30"}))
+    result, clock, _, _ = run(script, deadline=20)
+    assert isinstance(result, Problem)
+    assert result.failure is Failure.GRAPH_THROTTLED and result.status == 503
+    assert result.retry_after_header() == "30"
+    assert clock.sleeps == []  # never sat idle waiting for a deadline it could not meet
+
+
+def test_fractional_retry_after_is_rounded_up_for_the_caller() -> None:
+    script = Scripted(graph_error(503, "ServiceUnavailable", {"Retry-After": "20.2"}))
+    result, _, _, _ = run(script, deadline=20)
+    assert isinstance(result, Problem) and result.retry_after_header() == "21"
+
+
+def test_server_errors_back_off_exponentially_until_the_deadline_then_502() -> None:
+    script = Scripted(*[graph_error(500, "InternalServerError") for _ in range(20)])
+    result, clock, call, _ = run(script, deadline=5)
+    assert isinstance(result, Problem)
+    assert result.failure is Failure.GRAPH_ERROR and result.status == 502
+    assert result.graph_code == "InternalServerError"
+    assert clock.sleeps == [0.375, 0.75, 1.5]  # 0.25-0.5, 0.5-1, 1-2 s with jitter 0.5
+    assert call.attempts == 4
+
+
+def test_the_last_failure_decides() -> None:
+    script = Scripted(
+        graph_error(429, "TooManyRequests", {"Retry-After": "1"}),
+        graph_error(502, "BadGateway", {"Retry-After": "60"}),
+    )
+    result, _, _, _ = run(script, deadline=10)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_ERROR
+    assert result.graph_code == "BadGateway"
+
+
+def test_silent_network_until_the_deadline_is_504() -> None:
+    script = Scripted(*[httpx.ConnectError("refused") for _ in range(20)])
+    result, _, _, _ = run(script, deadline=3)
+    assert isinstance(result, Problem)
+    assert result.failure is Failure.GRAPH_UNREACHABLE and result.status == 504
+
+
+def test_timeouts_are_retried_then_succeed() -> None:
+    script = Scripted(httpx.ReadTimeout("slow"), httpx.Response(200, json={}))
+    result, _, call, _ = run(script)
+    assert isinstance(result, GraphResponse) and result.ok
+    assert call.attempts == 2
+
+
+def test_expired_token_is_refetched_once() -> None:
+    script = Scripted(graph_error(401, "InvalidAuthenticationToken"), httpx.Response(200, json={}))
+    result, clock, _, credential = run(script)
+    assert isinstance(result, GraphResponse) and result.ok
+    assert credential.issued == 2
+    tokens = [r.headers["Authorization"] for r in script.requests]
+    assert tokens == ["Bearer token-1", "Bearer token-2"]
+    assert clock.sleeps == []
+
+
+def test_a_second_expired_token_answer_is_final() -> None:
+    script = Scripted(
+        graph_error(401, "InvalidAuthenticationToken"),
+        graph_error(401, "InvalidAuthenticationToken"),
+    )
+    result, _, _, credential = run(script)
+    assert isinstance(result, GraphResponse) and result.status == 401
+    assert credential.issued == 2
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 409])
+def test_answers_a_retry_would_not_change_are_returned_at_once(status: int) -> None:
+    script = Scripted(graph_error(status, "Whatever"))
+    result, clock, call, _ = run(script)
+    assert isinstance(result, GraphResponse) and result.status == status
+    assert call.attempts == 1 and clock.sleeps == []
+
+
+def test_no_write_starts_with_too_little_time_left() -> None:
+    script = Scripted(httpx.Response(204))
+    result, _, call, _ = run(script, method="POST", deadline=0.5)
+    assert isinstance(result, Problem)
+    assert result.failure is Failure.OUT_OF_TIME and result.status == 503
+    assert result.retry_after_header() == "1"
+    assert script.requests == [] and call.attempts == 0
+
+
+def test_a_write_with_time_left_is_sent_with_the_correlation_id() -> None:
+    script = Scripted(httpx.Response(204))
+    result, _, _, _ = run(script, method="POST", deadline=5)
+    assert isinstance(result, GraphResponse) and result.status == 204
+    assert script.requests[0].headers["client-request-id"] == "corr-1"
+    assert script.requests[0].url.path.endswith(DEVICE)

@@ -1,0 +1,66 @@
+"""The retry policy on its own: waits, backoff and deadlines with an injected clock."""
+
+from __future__ import annotations
+
+import email.utils
+
+from shared.retry import (
+    ATTEMPT_TIMEOUT_CAP_SECONDS,
+    BACKOFF_CAP_SECONDS,
+    Deadline,
+    backoff,
+    fits,
+    parse_retry_after,
+    plan_wait,
+)
+
+NOW = 1_800_000_000.0
+
+
+def test_retry_after_in_whole_and_fractional_seconds() -> None:
+    assert parse_retry_after("7", NOW) == 7.0
+    assert parse_retry_after("2.128", NOW) == 2.128
+
+
+def test_retry_after_as_http_date() -> None:
+    date = email.utils.formatdate(NOW + 30, usegmt=True)
+    assert parse_retry_after(date, NOW) == 30.0
+
+
+def test_retry_after_in_the_past_means_now() -> None:
+    assert parse_retry_after(email.utils.formatdate(NOW - 30, usegmt=True), NOW) == 0.0
+    assert parse_retry_after("-3", NOW) == 0.0
+
+
+def test_unreadable_retry_after_is_ignored() -> None:
+    for value in (None, "", "soon", "nan", "inf", "Mon, 99 Foo"):
+        assert parse_retry_after(value, NOW) is None
+
+
+def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
+    assert [backoff(n, lambda: 0.0) for n in (1, 2, 3)] == [0.25, 0.5, 1.0]
+    assert [backoff(n, lambda: 1.0) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert backoff(30, lambda: 1.0) == BACKOFF_CAP_SECONDS
+
+
+def test_graph_retry_after_wins_over_backoff() -> None:
+    assert plan_wait(1, 3.5, lambda: 1.0) == 3.5
+    assert plan_wait(1, None, lambda: 1.0) == 0.5
+
+
+def test_a_wait_that_leaves_no_time_for_an_attempt_does_not_fit() -> None:
+    assert fits(1.0, 5.0)
+    assert not fits(5.0, 5.0)
+    assert not fits(4.9, 5.0)
+
+
+def test_deadline_counts_down_with_the_injected_clock() -> None:
+    now = [100.0]
+    deadline = Deadline.after(20, lambda: now[0])
+    assert deadline.remaining() == 20
+    assert deadline.attempt_timeout() == ATTEMPT_TIMEOUT_CAP_SECONDS
+    now[0] += 15
+    assert deadline.remaining() == 5
+    assert deadline.attempt_timeout() == 5
+    now[0] += 60
+    assert deadline.remaining() == 0

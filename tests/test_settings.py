@@ -1,0 +1,62 @@
+"""App settings: defaults, sovereign clouds, and a clear error naming any bad setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.problems import Failure, Problem
+from shared.settings import load_settings
+
+
+def test_defaults_are_public_graph_and_twenty_seconds() -> None:
+    settings = load_settings({})
+    assert settings.graph_endpoint == "https://graph.microsoft.com"
+    assert settings.graph_scope == "https://graph.microsoft.com/.default"
+    assert settings.deadline_seconds == 20
+    assert settings.azure_client_id is None
+    assert settings.credential == "managed_identity"
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://graph.microsoft.us",
+        "https://dod-graph.microsoft.us/",
+        "https://microsoftgraph.chinacloudapi.cn",
+    ],
+)
+def test_sovereign_cloud_token_scope_follows_the_endpoint(endpoint: str) -> None:
+    settings = load_settings({"GRAPH_ENDPOINT": endpoint})
+    assert settings.graph_scope == endpoint.rstrip("/") + "/.default"
+
+
+def test_plain_http_only_on_loopback() -> None:
+    assert load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:7081"}).graph_endpoint == (
+        "http://127.0.0.1:7081"
+    )
+    with pytest.raises(Problem) as caught:
+        load_settings({"GRAPH_ENDPOINT": "http://graph.microsoft.com"})
+    assert "GRAPH_ENDPOINT" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GRAPH_ENDPOINT", "https://graph.microsoft.com/v1.0"),
+        ("GRAPH_ENDPOINT", "ftp://graph.microsoft.com"),
+        ("GRAPH_ENDPOINT", "https://graph.microsoft.com:99999"),
+        ("GRAPH_ENDPOINT", "https://graph.microsoft.com?x=1"),
+        ("UNASSIGN_DEADLINE_SECONDS", "soon"),
+        ("UNASSIGN_DEADLINE_SECONDS", "0"),
+        ("UNASSIGN_DEADLINE_SECONDS", "nan"),
+        ("UNASSIGN_DEADLINE_SECONDS", "300"),
+        ("AZURE_CLIENT_ID", "my-identity"),
+        ("GRAPH_CREDENTIAL", "client_secret"),
+    ],
+)
+def test_a_bad_setting_is_a_configuration_problem_naming_it(name: str, value: str) -> None:
+    with pytest.raises(Problem) as caught:
+        load_settings({name: value})
+    assert caught.value.failure is Failure.CONFIGURATION
+    assert caught.value.status == 500
+    assert name in caught.value.detail
