@@ -17,3 +17,69 @@ settings.register_profile(
 )
 settings.register_profile("explore", deadline=None, max_examples=10000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# --- end-to-end fixtures: emulators in this process, the dev host in its own ----------------
+
+from collections.abc import Callable, Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from devtools.graph_emulator import GraphEmulator  # noqa: E402
+from devtools.identity_emulator import IdentityEmulator  # noqa: E402
+from tests.stack import Stack  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _graph_emulator() -> Iterator[GraphEmulator]:
+    with GraphEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def _identity_emulator() -> Iterator[IdentityEmulator]:
+    with IdentityEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def graph(_graph_emulator: GraphEmulator) -> GraphEmulator:
+    """The Graph emulator, back to its seeded devices with no faults and an empty log."""
+    _graph_emulator.reset()
+    return _graph_emulator
+
+
+@pytest.fixture
+def identity(_identity_emulator: IdentityEmulator) -> IdentityEmulator:
+    _identity_emulator.reset()
+    return _identity_emulator
+
+
+@pytest.fixture(scope="session")
+def _shared_stack(
+    _graph_emulator: GraphEmulator, _identity_emulator: IdentityEmulator
+) -> Iterator[Stack]:
+    stack = Stack(_graph_emulator, _identity_emulator)
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def stack(_shared_stack: Stack, graph: GraphEmulator, identity: IdentityEmulator) -> Stack:
+    """A warm dev host (its token may already be cached) against freshly reset emulators."""
+    return _shared_stack
+
+
+@pytest.fixture
+def fresh_stack(graph: GraphEmulator, identity: IdentityEmulator) -> Iterator[Callable[..., Stack]]:
+    """Start a new dev host process (a cold start) with extra or removed settings."""
+    started: list[Stack] = []
+
+    def start(**settings: str | None) -> Stack:
+        stack = Stack(graph, identity, **settings)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.close()

@@ -1,0 +1,66 @@
+"""The whole local stack in one command: Graph emulator, identity emulator and the dev host.
+
+The function runs unchanged: it reads GRAPH_ENDPOINT, IDENTITY_ENDPOINT and IDENTITY_HEADER from
+the environment like it does in Azure, pointed here at the emulators on loopback, so the real
+azure-identity code fetches its token from the identity emulator.
+
+    python -m devtools.run [--port 7071] [--graph-port 7072] [--identity-port 7073]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from devtools.graph_emulator import DEMO_ASSIGNED_ID, GraphEmulator
+from devtools.host import configure_logging, serve
+from devtools.identity_emulator import IdentityEmulator
+
+
+def banner(base: str, graph: GraphEmulator) -> str:
+    return f"""
+Local stack ready.
+  Graph emulator:    {graph.base_url}  (faults: POST {graph.base_url}/_emulator/faults)
+  Identity emulator: {os.environ["IDENTITY_ENDPOINT"]}
+
+Try it:
+  curl -i -X POST {base}/api/UnassignUser \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"deviceId": "{DEMO_ASSIGNED_ID}", "ticketId": "INC0012345"}}'
+
+Reset the demo devices: curl -X POST {graph.base_url}/_emulator/reset
+Stop with Ctrl+C.
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the function against local emulators.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7071)
+    parser.add_argument("--graph-port", type=int, default=7072)
+    parser.add_argument("--identity-port", type=int, default=7073)
+    args = parser.parse_args(argv)
+    configure_logging()
+    graph = GraphEmulator(host=args.host, port=args.graph_port).start()
+    identity = IdentityEmulator(host=args.host, port=args.identity_port).start()
+    os.environ.update(
+        GRAPH_ENDPOINT=graph.base_url,
+        IDENTITY_ENDPOINT=identity.endpoint,
+        IDENTITY_HEADER=identity.identity_header,
+        GRAPH_CREDENTIAL="managed_identity",
+    )
+    os.environ.pop("AZURE_CLIENT_ID", None)
+    try:
+        asyncio.run(
+            serve(args.host, args.port, None, lambda base: print(banner(base, graph), flush=True))
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        graph.stop()
+        identity.stop()
+
+
+if __name__ == "__main__":
+    main()
