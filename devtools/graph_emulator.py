@@ -23,37 +23,44 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from devtools import tokens
 from devtools.identity_emulator import DROP, HttpEmulator, Incoming, Reply
 
-DEVICES_PATH = "/v1.0/deviceManagement/windowsAutopilotDeviceIdentities"
+_ENTITY_SET = "deviceManagement/windowsAutopilotDeviceIdentities"
+DEVICES_PATH = f"/v1.0/{_ENTITY_SET}"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 DEMO_ASSIGNED_ID = "3f6d9a2e-1c4b-4e8f-9a7d-5b2c8e1f0a31"  # 5CG1234XYZ, Alex Wilber
 DEMO_UNASSIGNED_ID = "8b1e4c7a-2d5f-4a93-b6e0-9c3f7a2d1e42"  # PF3ABC12, no user
 DEMO_SPACED_SERIAL_ID = "c2a7f5d1-6e3b-4d8a-8f19-0b4e6c9d2a53"  # "MXL 4411 22X"
 DEMO_HYPHENATED_SERIAL_ID = "e5d3b9f7-4a1c-4b6e-a2d8-7f0c1e5b3a64"  # "R90-ABC-123"
 # Two devices sharing the serial "Default string", as unbranded boards report it.
-DEMO_DEFAULT_STRING_IDS = ("1a9c6e3f-8d2b-4f7a-b5c1-3e8d0f6a9b75", "7d4f1b8c-5e2a-4c9d-8b36-2a7e9c4f1d86")
+DEMO_DEFAULT_STRING_IDS = (
+    "1a9c6e3f-8d2b-4f7a-b5c1-3e8d0f6a9b75",
+    "7d4f1b8c-5e2a-4c9d-8b36-2a7e9c4f1d86",
+)
 FAULT_KINDS = frozenset({"status", "expired_token", "slow", "drop", "drop_after", "stale"})
 
 _NEVER = "0001-01-01T00:00:00Z"
 _BOARD = "Default string"
 # id, serial, user, addressable user name, manufacturer, model, managed device id, Entra device id
 _SEED = (
-    (DEMO_ASSIGNED_ID, "5CG1234XYZ", "alex.wilber@contoso.example", "Alex Wilber", "HP",
-     "HP EliteBook 840 G8", "0d8c2b4e-6f1a-4e3b-9c7d-8a5f2e1b4c90", "4b7e1d3a-9c2f-4a8e-b5d6-1f3c7e9a2b48"),
+    (DEMO_ASSIGNED_ID, "5CG1234XYZ", "alex.wilber@contoso.example", "Alex Wilber",
+     "HP", "HP EliteBook 840 G8",
+     "0d8c2b4e-6f1a-4e3b-9c7d-8a5f2e1b4c90", "4b7e1d3a-9c2f-4a8e-b5d6-1f3c7e9a2b48"),
     (DEMO_UNASSIGNED_ID, "PF3ABC12", "", "", "LENOVO", "20W0004GUS", ZERO_GUID, ZERO_GUID),
-    (DEMO_SPACED_SERIAL_ID, "MXL 4411 22X", "megan.bowen@contoso.example", "Megan Bowen", "HP",
-     "HP EliteDesk 800 G6", "5e2a9f7c-3b1d-4c6e-8a4f-0d9b7c5e3a12", "9f3d5b1e-7a2c-4e8d-a6b4-2c0e8f6d4b37"),
+    (DEMO_SPACED_SERIAL_ID, "MXL 4411 22X", "megan.bowen@contoso.example", "Megan Bowen",
+     "HP", "HP EliteDesk 800 G6",
+     "5e2a9f7c-3b1d-4c6e-8a4f-0d9b7c5e3a12", "9f3d5b1e-7a2c-4e8d-a6b4-2c0e8f6d4b37"),
     (DEMO_HYPHENATED_SERIAL_ID, "R90-ABC-123", "lidia.holloway@contoso.example", "Lidia Holloway",
      "LENOVO", "11DT0039US", ZERO_GUID, ZERO_GUID),
-    (DEMO_DEFAULT_STRING_IDS[0], _BOARD, "diego.siciliani@contoso.example", "Diego Siciliani", _BOARD,
-     _BOARD, "2c6f8a0d-4e9b-4d1a-b7c3-5f1e9d3b7a26", "6a0c4e8f-2d7b-4f9a-8e1c-3b5d7f9a1c64"),
-    (DEMO_DEFAULT_STRING_IDS[1], _BOARD, "adele.vance@contoso.example", "Adele Vance", _BOARD, _BOARD,
-     ZERO_GUID, ZERO_GUID),
+    (DEMO_DEFAULT_STRING_IDS[0], _BOARD, "diego.siciliani@contoso.example", "Diego Siciliani",
+     _BOARD, _BOARD,
+     "2c6f8a0d-4e9b-4d1a-b7c3-5f1e9d3b7a26", "6a0c4e8f-2d7b-4f9a-8e1c-3b5d7f9a1c64"),
+    (DEMO_DEFAULT_STRING_IDS[1], _BOARD, "adele.vance@contoso.example", "Adele Vance",
+     _BOARD, _BOARD, ZERO_GUID, ZERO_GUID),
 )  # fmt: skip
 _FIELDS = {
     "displayName": "", "groupTag": "", "manufacturer": "", "model": "",
@@ -178,9 +185,13 @@ class GraphEmulator(HttpEmulator):
         """Add or replace a device; ``fields`` are its other properties by their Graph names."""
         if unknown := sorted(set(fields) - set(_FIELDS)):
             raise ValueError(f"unknown device properties: {', '.join(unknown)}")
-        device = {"id": device_id.lower(), "serialNumber": serial, "userPrincipalName": ""}
-        device |= {"userPrincipalName": user_principal_name}
-        device |= {"addressableUserName": addressable_user_name} | _FIELDS | fields
+        device = {
+            "id": device_id.lower(),
+            "serialNumber": serial,
+            "userPrincipalName": user_principal_name,
+            "addressableUserName": addressable_user_name,
+        }
+        device |= _FIELDS | fields
         with self._lock:
             self._devices[device["id"]] = device
             self._previous_users.pop(device["id"], None)
@@ -199,7 +210,9 @@ class GraphEmulator(HttpEmulator):
             self._log.clear()
             self._writes.clear()
             self.writes_accepted = self.throttled = 0
-        for device_id, serial, upn, name, maker, model, managed, entra in _SEED if self._seed else ():
+        for device_id, serial, upn, name, maker, model, managed, entra in (
+            _SEED if self._seed else ()
+        ):
             enrolled = managed != ZERO_GUID
             self.add_device(
                 device_id, serial, upn, name, manufacturer=maker, model=model,
@@ -245,7 +258,7 @@ class GraphEmulator(HttpEmulator):
             try:
                 return self._control(call)
             except (ValueError, TypeError) as exc:
-                return self._error(call, 400, "BadRequest", str(exc))
+                return self._error(call, 400, "BadRequest", f"Bad control request: {exc}")
         with self._lock:
             self._log.append(
                 RecordedRequest(incoming.method, incoming.path, incoming.query,
@@ -280,7 +293,9 @@ class GraphEmulator(HttpEmulator):
         """("list" | "get" | "unassign", lower-case device id), or ("", "") for other paths."""
         if path == DEVICES_PATH:
             return "list", ""
-        parts = path.removeprefix(DEVICES_PATH + "/").split("/") if path.startswith(DEVICES_PATH) else []
+        if not path.startswith(DEVICES_PATH + "/"):
+            return "", ""
+        parts = path.removeprefix(DEVICES_PATH + "/").split("/")
         if len(parts) == 1 and parts[0]:
             return "get", parts[0].lower()
         if len(parts) == 2 and parts[0] and parts[1] in _ACTIONS:
@@ -293,7 +308,7 @@ class GraphEmulator(HttpEmulator):
             message = "Access token is empty."
         elif claims is None:
             message = "CompactToken parsing failed with error code: 80049217"
-        elif not claims["iat"] <= time.time() < claims["exp"]:  # type: ignore[operator]
+        elif not cast(int, claims["iat"]) <= time.time() < cast(int, claims["exp"]):
             message = "Access token has expired or is not yet valid."
         elif str(claims["aud"]).rstrip("/") != (self._audience or self.base_url).rstrip("/"):
             message = "Invalid audience."
@@ -342,14 +357,17 @@ class GraphEmulator(HttpEmulator):
             device["userPrincipalName"] = stale.user_principal_name
         elif stale and previous:
             device["userPrincipalName"], device["addressableUserName"] = previous
-        context = f"{self.base_url}/v1.0/$metadata#{DEVICES_PATH[6:]}/$entity"
+        context = f"{self.base_url}/v1.0/$metadata#{_ENTITY_SET}/$entity"
         return self._reply(call, 200, {"@odata.context": context, **device})
 
     def _list(self, call: _Call) -> Reply:
         params = dict(parse_qsl(call.incoming.query, keep_blank_values=True))
-        if options := sorted(set(params) - {"$filter", "$top", "$skiptoken"}):
-            return self._error(call, 400, "BadRequest", f"Query option {options[0]} is not supported.")
-        match = _CONTAINS.fullmatch(params.get("$filter", "contains(serialNumber,'')"))
+        options = {name for name in params if name.startswith("$")}
+        if unsupported := sorted(options - {"$filter", "$top", "$skiptoken"}):
+            message = f"Query option {unsupported[0]} is not supported."
+            return self._error(call, 400, "BadRequest", message)
+        no_filter = "contains(serialNumber,'')"  # matches every device
+        match = _CONTAINS.fullmatch(params.get("$filter", no_filter))
         if match is None:
             message = "Only contains(serialNumber,'...') filters are supported on this collection."
             return self._error(call, 400, "BadRequest", message)
@@ -360,10 +378,14 @@ class GraphEmulator(HttpEmulator):
         if not (top.isdigit() and 1 <= int(top) <= 1000 and skip.isdigit()):
             return self._error(call, 400, "BadRequest", "Invalid $top or $skiptoken.")
         with self._lock:
-            found = [dict(d) for d in self._devices.values() if needle.lower() in d["serialNumber"].lower()]
+            found = [
+                dict(d)
+                for d in self._devices.values()
+                if needle.lower() in d["serialNumber"].lower()
+            ]
         start, end = int(skip), int(skip) + int(top)
         body: dict[str, object] = {
-            "@odata.context": f"{self.base_url}/v1.0/$metadata#{DEVICES_PATH[6:]}",
+            "@odata.context": f"{self.base_url}/v1.0/$metadata#{_ENTITY_SET}",
             "value": found[start:end],
         }
         if end < len(found):
@@ -379,10 +401,11 @@ class GraphEmulator(HttpEmulator):
             return self._error(call, 401, "InvalidAuthenticationToken", message)
         code, message = _STATUS_DEFAULTS.get(fault.status, ("UnknownError", "Injected failure."))
         if fault.intune:
-            message = self._intune(call, message if fault.status == 403 else "An error has occurred")
+            message = self._intune(
+                call, message if fault.status == 403 else "An error has occurred"
+            )
         if fault.intune and fault.status == 401:
-            message = json.dumps({"ErrorCode": "Forbidden", "Message": message, "Target": None,
-                                  "Details": None, "InnerError": None, "InstanceAnnotations": []})  # fmt: skip
+            message = json.dumps({"ErrorCode": "Forbidden", "Message": message})
         headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
         return self._error(call, fault.status, fault.code or code, message, headers)
 
@@ -400,8 +423,11 @@ class GraphEmulator(HttpEmulator):
         elif route == ("POST", "/_emulator/reset"):
             self.reset()
         elif route == ("GET", "/_emulator/requests"):
-            log = [{"method": r.method, "path": r.path, "query": r.query, "time": r.time,
-                    "clientRequestId": r.client_request_id, "token": r.token} for r in self.requests]  # fmt: skip
+            log = [
+                {"method": r.method, "path": r.path, "query": r.query, "time": r.time,
+                 "clientRequestId": r.client_request_id, "token": r.token}
+                for r in self.requests
+            ]  # fmt: skip
             return self._reply(call, 200, {"value": log})
         elif route == ("GET", "/_emulator/devices"):
             with self._lock:
@@ -441,8 +467,9 @@ class GraphEmulator(HttpEmulator):
             every["client-request-id"] = call.client_request_id
         return Reply(status, body, every | (headers or {}))
 
+    @staticmethod
     def _error(
-        self, call: _Call, status: int, code: str, message: str, headers: dict[str, str] | None = None
+        call: _Call, status: int, code: str, message: str, headers: dict[str, str] | None = None
     ) -> Reply:
         inner = {
             "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
@@ -450,4 +477,4 @@ class GraphEmulator(HttpEmulator):
             "client-request-id": call.client_request_id or call.request_id,
         }
         body = {"error": {"code": code, "message": message, "innerError": inner}}
-        return self._reply(call, status, body, headers)
+        return GraphEmulator._reply(call, status, body, headers)
