@@ -1,10 +1,16 @@
-"""Shared test set-up: hypothesis profiles that cannot flake on a busy machine."""
+"""Shared test set-up: hypothesis profiles that cannot flake, and the end-to-end stack."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from devtools.graph_emulator import GraphEmulator
+from devtools.identity_emulator import IdentityEmulator
+from tests.stack import Stack
 
 # Derandomized and without per-example deadlines: the same examples on every run, however loaded
 # the machine is. `HYPOTHESIS_PROFILE=explore` searches afresh with more examples.
@@ -19,15 +25,7 @@ settings.register_profile("explore", deadline=None, max_examples=10000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-# --- end-to-end fixtures: emulators in this process, the dev host in its own ----------------
-
-from collections.abc import Callable, Iterator  # noqa: E402
-
-import pytest  # noqa: E402
-
-from devtools.graph_emulator import GraphEmulator  # noqa: E402
-from devtools.identity_emulator import IdentityEmulator  # noqa: E402
-from tests.stack import Stack  # noqa: E402
+# End to end: emulators in this process, the dev host in its own.
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,10 @@ class Stack:
                 env.pop(key, None)
             else:
                 env[key] = value
-        self._log = tempfile.NamedTemporaryFile(prefix="devhost-", suffix=".log", delete=False)
+        # The log outlives this method: close() closes and removes it.
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="devhost-", suffix=".log", delete=False
+        )
         self._process = subprocess.Popen(
             [sys.executable, "-m", "devtools.host", "--port", "0"],
             cwd=ROOT,

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from devtools.graph_emulator import DEMO_ASSIGNED_ID, DEMO_UNASSIGNED_ID, Fault, GraphEmulator
+from devtools.graph_emulator import DEMO_ASSIGNED_ID, DEMO_UNASSIGNED_ID, GraphEmulator
 from tests.e2e import assert_problem
 from tests.stack import Stack
 
