@@ -9,7 +9,9 @@ retry and error handling can be exercised locally and in tests.
 Where the real service is undocumented, the emulator chooses: unassigning a device that has no
 user answers 400 BadRequest "Device has no user assigned"; ``contains(serialNumber,'...')`` with a
 "-" in the value answers 400, as reported for the real service; ``eq`` filters answer 400; the
-collection without ``$filter`` lists every device; ``$select`` and other query options answer 400.
+collection without ``$filter`` lists every device, and query options other than ``$filter``,
+``$top`` and ``$skiptoken`` answer 400 there (``$select`` included); a single device's GET ignores
+its query string.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ This module also holds the small threaded HTTP server that both emulators run on
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import secrets
@@ -138,7 +139,7 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class HttpEmulator:
+class HttpEmulator(abc.ABC):
     """Base of both emulators: serves ``_respond`` on a background thread until ``stop()``.
 
     A restart binds the port of the first start again, so "down, then back" can be emulated.
@@ -149,8 +150,9 @@ class HttpEmulator:
         self._port = port
         self._server: _Server | None = None
 
+    @abc.abstractmethod
     def _respond(self, incoming: Incoming) -> Reply:
-        raise NotImplementedError
+        """Answer one request; runs on the connection's own thread."""
 
     def start(self) -> Self:
         if self._server is not None:

@@ -89,7 +89,6 @@ class TokenProvider:
         self._token: Token | None = None
         self._inflight: asyncio.Future[Token] | None = None
         self._last_status: int | None = None
-        self.fetches = 0
 
     async def token(self, deadline: Deadline) -> str:
         cached = self._token
@@ -130,7 +129,6 @@ class TokenProvider:
                 self._credential = self._factory(self._settings, self._record_status)
             credential = self._credential
         self._last_status = None
-        self.fetches += 1
         try:
             access = credential.get_token(self._settings.graph_scope)
         except Problem:

@@ -56,18 +56,20 @@ def test_identity_refuses_a_wrong_header(identity: IdentityEmulator) -> None:
     assert (identity.token_requests, identity.tokens_issued) == (1, 0)
 
 
-def test_azure_identity_gets_its_token_from_the_emulator(
-    identity: IdentityEmulator, monkeypatch: pytest.MonkeyPatch
+def test_azure_identity_token_from_the_emulator_opens_graph(
+    identity: IdentityEmulator, graph: GraphEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "IDENTITY_SERVER_THUMBPRINT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IDENTITY_ENDPOINT", identity.endpoint)
     monkeypatch.setenv("IDENTITY_HEADER", identity.identity_header)
-    resource = "http://127.0.0.1:9"
-    access = ManagedIdentityCredential().get_token(resource + "/.default")
+    access = ManagedIdentityCredential().get_token(graph.base_url + "/.default")
     claims = tokens.read(access.token)
-    assert claims is not None and claims["aud"] == resource
+    assert claims is not None and claims["aud"] == graph.base_url
     assert identity.tokens_issued == 1
+    headers = {"Authorization": f"Bearer {access.token}"}
+    response = httpx.get(f"{graph.base_url}{DEVICES_PATH}/{DEMO_ASSIGNED_ID}", headers=headers)
+    assert response.status_code == 200
 
 
 def test_get_device_with_a_minted_token(graph: GraphEmulator) -> None:
