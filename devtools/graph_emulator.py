@@ -29,7 +29,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode
 
 from devtools import tokens
-from devtools.identity_emulator import DROP, HttpEmulator, Incoming, Reply
+from devtools.emulator_http import DROP, HttpEmulator, Incoming, Reply
 
 _ENTITY_SET = "deviceManagement/windowsAutopilotDeviceIdentities"
 DEVICES_PATH = f"/v1.0/{_ENTITY_SET}"
