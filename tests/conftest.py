@@ -73,8 +73,8 @@ def fresh_stack(graph: GraphEmulator, identity: IdentityEmulator) -> Iterator[Ca
     """Start a new dev host process (a cold start) with extra or removed settings."""
     started: list[Stack] = []
 
-    def start(**settings: str | None) -> Stack:
-        stack = Stack(graph, identity, **settings)
+    def start(*host_args: str, **settings: str | None) -> Stack:
+        stack = Stack(graph, identity, *host_args, **settings)
         started.append(stack)
         return stack
 

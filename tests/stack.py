@@ -28,7 +28,11 @@ SETTINGS = ("GRAPH_ENDPOINT", "UNASSIGN_DEADLINE_SECONDS", "AZURE_CLIENT_ID", "G
 
 class Stack:
     def __init__(
-        self, graph: GraphEmulator, identity: IdentityEmulator, **settings: str | None
+        self,
+        graph: GraphEmulator,
+        identity: IdentityEmulator,
+        *host_args: str,
+        **settings: str | None,
     ) -> None:
         self.graph = graph
         self.identity = identity
@@ -54,7 +58,7 @@ class Stack:
             prefix="devhost-", suffix=".log", delete=False
         )
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "devtools.host", "--port", "0"],
+            [sys.executable, "-m", "devtools.host", "--port", "0", *host_args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

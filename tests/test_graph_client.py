@@ -177,3 +177,12 @@ def test_a_write_with_time_left_is_sent_with_the_correlation_id() -> None:
     assert isinstance(result, GraphResponse) and result.status == 204
     assert script.requests[0].headers["client-request-id"] == "corr-1"
     assert script.requests[0].url.path.endswith(DEVICE)
+
+
+@pytest.mark.parametrize(("deadline", "expected"), [(20.0, 10.0), (4.0, 4.0)])
+def test_each_attempt_waits_at_most_the_cap_or_the_time_left(
+    deadline: float, expected: float
+) -> None:
+    script = Scripted(httpx.Response(200, json={}))
+    run(script, deadline=deadline)
+    assert script.requests[0].extensions["timeout"]["read"] == expected

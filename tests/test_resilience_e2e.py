@@ -73,7 +73,8 @@ def test_intune_permission_error_is_502_naming_the_permission(
     assert PERMISSION in doc["detail"]
     assert "propagat" in doc["detail"]
     assert doc["code"] == "Forbidden"
-    assert "Url:" not in doc["detail"]  # Intune's internal URL is cut from the detail
+    assert "Application is not authorized" in doc["detail"]  # Intune's nested message, decoded
+    assert "Url:" not in doc["detail"] and "_version" not in doc["detail"]
     assert user_of(graph) == ALEX
 
 
