@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.handler import handle_unassign
+from shared.handler import HttpResult, handle_status, handle_unassign
 
 
 async def main(req: func.HttpRequest) -> func.HttpResponse:
-    result = await handle_unassign(
-        dict(req.headers), req.get_body(), req.route_params.get("deviceId") or None
-    )
+    device_id = req.route_params.get("deviceId") or None
+    result: HttpResult
+    if req.method == "GET":
+        result = await handle_status(dict(req.headers), device_id, dict(req.params))
+    else:
+        result = await handle_unassign(dict(req.headers), req.get_body(), device_id)
     return func.HttpResponse(body=result.body, status_code=result.status, headers=result.headers)

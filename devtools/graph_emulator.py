@@ -161,6 +161,8 @@ class GraphEmulator(HttpEmulator):
         self._writes: collections.deque[float] = collections.deque()  # accepted, in the window
         self.writes_accepted = 0  # POSTs the write limit let through (all when there is none)
         self.throttled = 0  # POSTs the write limit refused with 429 (faults not counted)
+        self._in_flight = 0
+        self.peak_in_flight = 0  # most Graph requests being answered at the same moment
         self.reset()
 
     @property
@@ -211,7 +213,7 @@ class GraphEmulator(HttpEmulator):
             self._faults.clear()
             self._log.clear()
             self._writes.clear()
-            self.writes_accepted = self.throttled = 0
+            self.writes_accepted = self.throttled = self.peak_in_flight = 0
         for device_id, serial, upn, name, maker, model, managed, entra in (
             _SEED if self._seed else ()
         ):
@@ -248,6 +250,18 @@ class GraphEmulator(HttpEmulator):
         return None
 
     def _respond(self, incoming: Incoming) -> Reply:
+        if incoming.path.startswith("/_emulator/"):
+            return self._answer(incoming)
+        with self._lock:
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            return self._answer(incoming)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _answer(self, incoming: Incoming) -> Reply:
         scheme, _, token = (incoming.headers.get("Authorization") or "").partition(" ")
         call = _Call(
             incoming,

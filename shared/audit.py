@@ -23,6 +23,7 @@ class AuditRecord:
     ticketId: str | None = None
     deviceId: str | None = None
     serialNumber: str | None = None
+    dryRun: bool = False
     previousUserPrincipalName: str | None = None
     outcome: str = "unknown"
     httpStatus: int = 0

@@ -157,10 +157,22 @@ class GraphClient:
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         )
 
+    def same_origin(self, url: str) -> bool:
+        """Whether a link Graph gave us points at GRAPH_ENDPOINT (scheme, host and port)."""
+        try:
+            link = httpx.URL(url)
+        except httpx.InvalidURL:
+            return False
+        base = self._http.base_url
+        return (link.scheme, link.host, link.port) == (base.scheme, base.host, base.port)
+
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def call(self, method: str, path: str, call: Call) -> GraphResponse:
+    async def call(
+        self, method: str, path: str, call: Call, params: dict[str, str] | None = None
+    ) -> GraphResponse:
+        """`path` is relative to GRAPH_ENDPOINT, or an absolute link Graph gave us."""
         attempt = 0
         refreshed = False
         last: Problem | None = None
@@ -171,7 +183,7 @@ class GraphClient:
             call.attempts += 1
             retry_after: float | None = None
             try:
-                response = await self._send(method, path, token, call)
+                response = await self._send(method, path, params, token, call)
             except httpx.TimeoutException:
                 last = Problem(Failure.GRAPH_UNREACHABLE, "Microsoft Graph did not answer in time.")
             except httpx.TransportError as exc:
@@ -214,10 +226,13 @@ class GraphClient:
             retry_after=1,
         )
 
-    async def _send(self, method: str, path: str, token: str, call: Call) -> GraphResponse:
+    async def _send(
+        self, method: str, path: str, params: dict[str, str] | None, token: str, call: Call
+    ) -> GraphResponse:
         response = await self._http.request(
             method,
             path,
+            params=params,
             headers={"Authorization": f"Bearer {token}", "client-request-id": call.correlation_id},
             timeout=call.deadline.attempt_timeout(),
         )

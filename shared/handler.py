@@ -6,10 +6,11 @@ credential), made on first use so that importing the function stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,9 @@ from shared import audit
 from shared.graph import Call, GraphClient
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
-from shared.request import correlation_id, parse_unassign
+from shared.request import correlation_id, parse_lookup, parse_unassign
 from shared.retry import Deadline
-from shared.service import Outcome, unassign
+from shared.service import Device, Outcome, current, unassign
 from shared.settings import load_settings
 
 JSON = "application/json; charset=utf-8"
@@ -81,19 +82,17 @@ def _problem(problem: Problem, cid: str, record: audit.AuditRecord) -> HttpResul
     return result
 
 
-async def handle_unassign(
-    headers: Mapping[str, str],
-    body: bytes,
-    route_device_id: str | None,
-    *,
-    graph: Callable[[], GraphClient] = default_graph,
-) -> HttpResult:
+Work = Callable[[dict[str, str], audit.AuditRecord], Awaitable[HttpResult]]
+
+
+async def serve(headers: Mapping[str, str], event: str, work: Work) -> HttpResult:
+    """Run one request's work: every failure becomes a problem, every request one audit record."""
     started = time.perf_counter()
     lowered = {key.lower(): value for key, value in headers.items()}
     cid = correlation_id(lowered)
-    record = audit.AuditRecord(correlationId=cid)
+    record = audit.AuditRecord(correlationId=cid, event=event)
     try:
-        result = await _run(lowered, body, route_device_id, graph, record)
+        result = await work(lowered, record)
     except Problem as problem:
         record.outcome, record.detail = problem.failure.slug, problem.detail
         result = _problem(problem, cid, record)
@@ -114,23 +113,79 @@ async def handle_unassign(
     return result
 
 
-async def _run(
-    headers: Mapping[str, str],
-    body: bytes,
-    route_device_id: str | None,
-    graph: Callable[[], GraphClient],
-    record: audit.AuditRecord,
-) -> HttpResult:
-    request = parse_unassign(body, route_device_id, headers.get("content-type"))
-    record.deviceId, record.ticketId = request.device_id, request.ticket_id
-    client = graph()
-    deadline = Deadline.after(client.settings.deadline_seconds, client.clock)
-    call = Call(deadline, record.correlationId)
+def new_call(client: GraphClient, record: audit.AuditRecord, seconds: float | None = None) -> Call:
+    deadline = Deadline.after(seconds or client.settings.deadline_seconds, client.clock)
+    return Call(deadline, record.correlationId)
+
+
+@contextlib.contextmanager
+def recorded(call: Call, record: audit.AuditRecord) -> Iterator[None]:
+    """Copy what Graph told us into the audit record, however the work ends."""
     try:
-        outcome = await unassign(client, request, call)
+        yield
     finally:
         record.graphRequestIds, record.attempts = call.request_ids, call.attempts
         record.serialNumber = call.device.get("serialNumber")
         record.previousUserPrincipalName = call.device.get("userPrincipalName") or None
-    record.outcome = outcome.status
-    return _success(outcome, request.ticket_id, call)
+        record.deviceId = record.deviceId or call.device.get("id")
+
+
+async def handle_unassign(
+    headers: Mapping[str, str],
+    body: bytes,
+    route_device_id: str | None,
+    *,
+    graph: Callable[[], GraphClient] = default_graph,
+) -> HttpResult:
+    async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
+        request = parse_unassign(body, route_device_id, lowered.get("content-type"))
+        record.deviceId, record.ticketId = request.device_id, request.ticket_id
+        record.dryRun = request.dry_run
+        client = graph()
+        call = new_call(client, record)
+        with recorded(call, record):
+            outcome = await unassign(client, request, call)
+        record.outcome = outcome.status
+        return _success(outcome, request.ticket_id, call)
+
+    return await serve(headers, "unassignUser", work)
+
+
+async def handle_status(
+    headers: Mapping[str, str],
+    route_device_id: str | None,
+    params: Mapping[str, str],
+    *,
+    graph: Callable[[], GraphClient] = default_graph,
+) -> HttpResult:
+    async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
+        request = parse_lookup(route_device_id, params)
+        record.deviceId = request.device_id
+        client = graph()
+        call = new_call(client, record)
+        with recorded(call, record):
+            device = await current(client, request, call)
+        record.outcome = "assigned" if device.user_principal_name else "notAssigned"
+        return _result(200, JSON, _assignment(device, call), call.correlation_id)
+
+    return await serve(headers, "getAssignment", work)
+
+
+def _assignment(device: Device, call: Call) -> dict[str, Any]:
+    user = device.user_principal_name
+    return {
+        "deviceId": device.id,
+        "serialNumber": device.serial_number,
+        "assigned": bool(user),
+        "userPrincipalName": user or None,
+        "addressableUserName": device.addressable_user_name or None,
+        "enrollmentState": device.enrollment_state or None,
+        "lastContactedDateTime": device.last_contacted or None,
+        "correlationId": call.correlation_id,
+        "graphRequestIds": call.request_ids,
+        "message": (
+            f"{device.name()} is assigned to {user}."
+            if user
+            else f"{device.name()} has no assigned user."
+        ),
+    }

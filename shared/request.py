@@ -16,8 +16,11 @@ from typing import Any
 from shared.problems import Failure, Problem
 
 MAX_BODY_BYTES = 16 * 1024
-FIELDS = ("deviceId", "ticketId", "expectedUserPrincipalName")
+FIELDS = ("deviceId", "serialNumber", "ticketId", "expectedUserPrincipalName", "dryRun")
 MAX_UPN_LENGTH = 256
+# A short serial would match (and page through) much of the tenant with `contains`.
+MIN_SERIAL_LENGTH = 4
+MAX_SERIAL_LENGTH = 128
 
 _GUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
@@ -31,9 +34,13 @@ _ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 @dataclass(frozen=True)
 class UnassignRequest:
-    device_id: str
-    ticket_id: str | None
-    expected_upn: str | None
+    """Exactly one of `device_id` and `serial_number` is set."""
+
+    device_id: str | None
+    serial_number: str | None
+    ticket_id: str | None = None
+    expected_upn: str | None = None
+    dry_run: bool = False
 
 
 def invalid(detail: str) -> Problem:
@@ -62,13 +69,25 @@ def normalise_device_id(value: object, source: str) -> str:
     return text
 
 
-def _ticket_id(value: object) -> str:
+def normalise_serial(value: object) -> str:
+    if not isinstance(value, str):
+        raise invalid("serialNumber must be a string.")
+    text = value.strip(_SURROUNDING_WHITESPACE)
+    if not MIN_SERIAL_LENGTH <= len(text) <= MAX_SERIAL_LENGTH or not text.isprintable():
+        raise invalid(
+            f"serialNumber must be {MIN_SERIAL_LENGTH} to {MAX_SERIAL_LENGTH} printable "
+            "characters (no control characters)."
+        )
+    return text
+
+
+def ticket_id(value: object) -> str:
     if not isinstance(value, str) or not _TICKET.fullmatch(value):
         raise invalid("ticketId must be 1 to 64 characters of letters, digits and . _ : -")
     return value
 
 
-def _expected_upn(value: object) -> str:
+def expected_upn(value: object) -> str:
     if not isinstance(value, str):
         raise invalid(
             "expectedUserPrincipalName must be a string (omit the field to skip the check)."
@@ -106,10 +125,27 @@ def check_content_type(content_type: str | None) -> None:
         )
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
+def dry_run(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise invalid("dryRun must be a JSON boolean: true or false, not a string or number.")
+    return value
+
+
+def known_fields(data: dict[str, Any], fields: tuple[str, ...], where: str = "") -> None:
+    unknown = sorted(key for key in data if key not in fields)
+    if unknown:
+        names = ", ".join(repr(key[:64]) for key in unknown[:5])
+        raise invalid(
+            f"Unknown field(s) {names}{where}; the allowed fields are {', '.join(fields)}."
+        )
+
+
+def parse_body(
+    body: bytes, fields: tuple[str, ...] = FIELDS, limit: int = MAX_BODY_BYTES
+) -> dict[str, Any]:
     """The body as a JSON object with known fields only; an empty body is an empty object."""
-    if len(body) > MAX_BODY_BYTES:
-        raise Problem(Failure.BODY_TOO_LARGE, f"The body must be at most {MAX_BODY_BYTES} bytes.")
+    if len(body) > limit:
+        raise Problem(Failure.BODY_TOO_LARGE, f"The body must be at most {limit} bytes.")
     if not body.strip():
         return {}
     try:
@@ -132,27 +168,45 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return data
 
 
-def parse_unassign(
-    body: bytes, route_device_id: str | None, content_type: str | None
-) -> UnassignRequest:
-    check_content_type(content_type)
-    data = parse_body(body)
+def target(data: dict[str, Any], route_device_id: str | None) -> tuple[str | None, str | None]:
+    """(device id, serial number) with exactly one of them set."""
     path_id = None if route_device_id is None else normalise_device_id(route_device_id, "The URL")
     body_id = None if "deviceId" not in data else normalise_device_id(data["deviceId"], "deviceId")
     if path_id and body_id and path_id != body_id:
         raise invalid("The device id in the URL and deviceId in the body differ.")
     device_id = path_id or body_id
-    if device_id is None:
-        raise invalid("Give the Autopilot device id as deviceId in the body or in the URL.")
+    serial = None if "serialNumber" not in data else normalise_serial(data["serialNumber"])
+    if device_id and serial:
+        raise invalid("Give either the Autopilot device id or serialNumber, not both.")
+    if not device_id and not serial:
+        raise invalid("Give the Autopilot device id (deviceId, or in the URL) or serialNumber.")
+    return device_id, serial
+
+
+def parse_unassign(
+    body: bytes, route_device_id: str | None, content_type: str | None
+) -> UnassignRequest:
+    check_content_type(content_type)
+    data = parse_body(body)
+    device_id, serial = target(data, route_device_id)
     return UnassignRequest(
         device_id=device_id,
-        ticket_id=_ticket_id(data["ticketId"]) if "ticketId" in data else None,
+        serial_number=serial,
+        ticket_id=ticket_id(data["ticketId"]) if "ticketId" in data else None,
         expected_upn=(
-            _expected_upn(data["expectedUserPrincipalName"])
+            expected_upn(data["expectedUserPrincipalName"])
             if "expectedUserPrincipalName" in data
             else None
         ),
+        dry_run=dry_run(data["dryRun"]) if "dryRun" in data else False,
     )
+
+
+def parse_lookup(route_device_id: str | None, params: Mapping[str, str]) -> UnassignRequest:
+    """A status check: the device id in the URL or `?serialNumber=`; other parameters are ignored."""
+    query = {"serialNumber": params["serialNumber"]} if "serialNumber" in params else {}
+    device_id, serial = target(query, route_device_id)
+    return UnassignRequest(device_id=device_id, serial_number=serial)
 
 
 def correlation_id(headers: Mapping[str, str]) -> str:

@@ -1,8 +1,10 @@
 """Unassign the user from one Autopilot device: read, guard, write, and re-read when unsure.
 
+    (serial number ──▶ shared.lookup: the one device with it)
     GET device ── 404 ──────────────────────────────▶ DEVICE_NOT_FOUND
         │ no user ──────────────────────────────────▶ alreadyUnassigned (no write)
         │ user ≠ expectedUserPrincipalName ─────────▶ USER_MISMATCH (no write)
+        │ dry run ──────────────────────────────────▶ wouldUnassign (no write)
         ▼
     POST unassignUserFromDevice ── 2xx ─────────────▶ unassigned
         │ failed, and it may or may not have happened
@@ -19,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.graph import AUTOPILOT, Call, GraphClient, problem_for
+from shared.lookup import find_by_serial
 from shared.problems import Failure, Problem
 from shared.request import UnassignRequest
 from shared.retry import MIN_ATTEMPT_SECONDS
 
 UNASSIGNED = "unassigned"
 ALREADY_UNASSIGNED = "alreadyUnassigned"
+WOULD_UNASSIGN = "wouldUnassign"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class Device:
     serial_number: str
     user_principal_name: str
     addressable_user_name: str
+    enrollment_state: str
+    last_contacted: str
 
     @classmethod
     def from_graph(cls, body: Any, device_id: str) -> Device:
@@ -47,7 +53,12 @@ class Device:
             serial_number=text("serialNumber"),
             user_principal_name=text("userPrincipalName"),
             addressable_user_name=text("addressableUserName"),
+            enrollment_state=text("enrollmentState"),
+            last_contacted=text("lastContactedDateTime"),
         )
+
+    def name(self) -> str:
+        return f"Autopilot device {self.serial_number or '(no serial)'} ({self.id})"
 
 
 @dataclass(frozen=True)
@@ -56,9 +67,14 @@ class Outcome:
     device: Device
 
     def message(self) -> str:
-        name = f"Autopilot device {self.device.serial_number or '(no serial)'} ({self.device.id})"
+        name = self.device.name()
         if self.status == ALREADY_UNASSIGNED:
             return f"{name} has no assigned user; nothing was changed."
+        if self.status == WOULD_UNASSIGN:
+            return (
+                f"Dry run: would unassign {self.device.user_principal_name} from {name}; "
+                "nothing was changed."
+            )
         return (
             f"Unassigned {self.device.user_principal_name} from {name}. "
             "Intune can take several minutes (up to about 15) to show the change."
@@ -69,6 +85,7 @@ async def read_device(graph: GraphClient, device_id: str, call: Call) -> Device:
     response = await graph.call("GET", f"{AUTOPILOT}/{device_id}", call)
     if response.ok:
         device = Device.from_graph(response.body, device_id)
+        call.device.setdefault("id", device_id)
         call.device.setdefault("serialNumber", device.serial_number)
         call.device.setdefault("userPrincipalName", device.user_principal_name)
         return device
@@ -123,10 +140,24 @@ async def _write(graph: GraphClient, device: Device, call: Call) -> None:
         raise failure
 
 
+async def resolve(graph: GraphClient, request: UnassignRequest, call: Call) -> str:
+    if request.device_id is not None:
+        return request.device_id
+    assert request.serial_number is not None  # the edge guarantees exactly one of the two
+    return await find_by_serial(graph, request.serial_number, call)
+
+
+async def current(graph: GraphClient, request: UnassignRequest, call: Call) -> Device:
+    """The device as Graph has it now: the status check."""
+    return await read_device(graph, await resolve(graph, request, call), call)
+
+
 async def unassign(graph: GraphClient, request: UnassignRequest, call: Call) -> Outcome:
-    device = await read_device(graph, request.device_id, call)
+    device = await current(graph, request, call)
     if not device.user_principal_name:
         return Outcome(ALREADY_UNASSIGNED, device)
     _guard(device, request.expected_upn)
+    if request.dry_run:
+        return Outcome(WOULD_UNASSIGN, device)
     await _write(graph, device, call)
     return Outcome(UNASSIGNED, device)

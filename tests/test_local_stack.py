@@ -22,7 +22,7 @@ def test_the_function_always_requires_a_function_key() -> None:
     trigger = next(b for b in bindings if b["type"] == "httpTrigger")
     assert trigger["authLevel"] == "function"
     assert trigger["route"] == "UnassignUser/{deviceId?}"
-    assert trigger["methods"] == ["post"]
+    assert trigger["methods"] == ["get", "post"]
 
 
 def test_dev_host_checks_a_key_when_given_one(

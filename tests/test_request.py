@@ -108,7 +108,8 @@ def test_no_input_raises_anything_but_a_problem(body: bytes, route: str | None) 
     except Problem as problem:
         assert 400 <= problem.status < 500
         return
-    assert CANONICAL.fullmatch(request.device_id)
+    assert (request.device_id is None) != (request.serial_number is None)
+    assert request.device_id is None or CANONICAL.fullmatch(request.device_id)
 
 
 json_values = st.recursive(
@@ -131,7 +132,7 @@ def test_any_json_object_gives_a_request_or_a_400(data: dict[str, object]) -> No
         assert problem.status == 400
         return
     assert set(data) <= {"deviceId", "ticketId", "expectedUserPrincipalName"}
-    assert CANONICAL.fullmatch(request.device_id)
+    assert request.device_id is not None and CANONICAL.fullmatch(request.device_id)
 
 
 def test_body_and_path_id_may_both_be_given_when_they_agree() -> None:

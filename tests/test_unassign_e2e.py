@@ -176,8 +176,9 @@ def test_a_form_post_is_415(stack: Stack, graph: GraphEmulator) -> None:
     assert graph.requests == []
 
 
-def test_get_is_not_served_by_this_route(stack: Stack, graph: GraphEmulator) -> None:
-    assert stack.client.get(f"/api/UnassignUser/{DEMO_ASSIGNED_ID}").status_code == 405
+def test_other_methods_are_not_served(stack: Stack, graph: GraphEmulator) -> None:
+    assert stack.client.delete(f"/api/UnassignUser/{DEMO_ASSIGNED_ID}").status_code == 405
+    assert stack.client.put("/api/UnassignUser", json={}).status_code == 405
     assert graph.requests == []
 
 
