@@ -20,6 +20,7 @@ _log = logging.getLogger(LOGGER_NAME)
 class AuditRecord:
     correlationId: str
     event: str = "unassignUser"
+    itemIndex: int | None = None
     ticketId: str | None = None
     deviceId: str | None = None
     serialNumber: str | None = None

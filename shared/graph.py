@@ -25,6 +25,7 @@ from shared.retry import (
     MIN_WRITE_SECONDS,
     Clock,
     Deadline,
+    WritePacer,
     fits,
     parse_retry_after,
     plan_wait,
@@ -148,6 +149,9 @@ class GraphClient:
         self.settings = settings
         self.tokens = tokens
         self.clock = clock
+        self.pacer = WritePacer(
+            settings.writes_per_window, settings.write_window_seconds, clock, sleep
+        )
         self._sleep = sleep
         self._random = random_source
         self._http = httpx.AsyncClient(
@@ -177,8 +181,11 @@ class GraphClient:
         refreshed = False
         last: Problem | None = None
         while True:
+            self._check_time_left(method, call.deadline, last)
             token = await self.tokens.token(call.deadline)
             self._check_time_left(method, call.deadline, last)
+            if method != "GET":
+                await self._pace(call.deadline, last)
             attempt += 1
             call.attempts += 1
             retry_after: float | None = None
@@ -211,6 +218,19 @@ class GraphClient:
     @staticmethod
     def _expired(response: GraphResponse) -> bool:
         return response.error().code == "InvalidAuthenticationToken"
+
+    async def _pace(self, deadline: Deadline, last: Problem | None) -> None:
+        wait = await self.pacer.acquire(deadline)
+        if wait is None:
+            return
+        if last is not None:
+            raise last
+        raise Problem(
+            Failure.OUT_OF_TIME,
+            "This app's own pace of Graph writes (Intune's limit) leaves no room for this change "
+            "before the deadline; nothing was changed. Send the request again.",
+            retry_after=wait,
+        )
 
     @staticmethod
     def _check_time_left(method: str, deadline: Deadline, last: Problem | None) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import audit
+from shared.bulk import ItemResult, parse_bulk, report, run_bulk, whole_request_failure
 from shared.graph import Call, GraphClient
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
@@ -189,3 +190,51 @@ def _assignment(device: Device, call: Call) -> dict[str, Any]:
             else f"{device.name()} has no assigned user."
         ),
     }
+
+
+def _item_record(
+    index: int, result: ItemResult, ticket: str | None, dry: bool, cid: str
+) -> audit.AuditRecord:
+    call = result.call
+    device = call.device if call is not None else {}
+    return audit.AuditRecord(
+        correlationId=cid,
+        event="bulkUnassignItem",
+        itemIndex=index,
+        ticketId=ticket,
+        deviceId=result.device_id,
+        serialNumber=device.get("serialNumber"),
+        dryRun=dry,
+        previousUserPrincipalName=device.get("userPrincipalName") or None,
+        outcome=result.status,
+        httpStatus=result.http_status,
+        graphRequestIds=call.request_ids if call is not None else [],
+        attempts=call.attempts if call is not None else 0,
+        detail=result.problem.detail if result.problem is not None else None,
+    )
+
+
+async def handle_bulk(
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    graph: Callable[[], GraphClient] = default_graph,
+) -> HttpResult:
+    async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
+        bulk = parse_bulk(body, lowered.get("content-type"))
+        record.ticketId, record.dryRun = bulk.ticket_id, bulk.dry_run
+        client = graph()
+        deadline = Deadline.after(client.settings.bulk_deadline_seconds, client.clock)
+        cid = record.correlationId
+        results = await run_bulk(client, bulk, lambda: Call(deadline, cid))
+        for index, result in enumerate(results):
+            audit.emit(_item_record(index, result, bulk.ticket_id, bulk.dry_run, cid))
+        whole = whole_request_failure(results)
+        if whole is not None:
+            raise whole
+        doc = report(results, bulk, cid)
+        record.outcome = "completed" if doc["summary"]["failed"] == 0 else "partial"
+        record.detail = doc["message"]
+        return _result(200 if record.outcome == "completed" else 207, JSON, doc, cid)
+
+    return await serve(headers, "bulkUnassignUser", work)

@@ -161,10 +161,7 @@ def parse_body(
         raise invalid(f"The body is not valid JSON ({exc.msg} at character {exc.pos}).") from None
     if not isinstance(data, dict):
         raise invalid('The body must be a JSON object such as {"deviceId": "..."}.')
-    unknown = sorted(key for key in data if key not in FIELDS)
-    if unknown:
-        names = ", ".join(repr(key[:64]) for key in unknown[:5])
-        raise invalid(f"Unknown field(s) {names}; the allowed fields are {', '.join(FIELDS)}.")
+    known_fields(data, fields)
     return data
 
 

@@ -7,9 +7,10 @@ is never started: the caller gets an answer now instead of a timeout later.
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 Clock = Callable[[], float]
@@ -74,3 +75,45 @@ def plan_wait(attempt: int, retry_after: float | None, random: Callable[[], floa
 def fits(wait: float, remaining: float) -> bool:
     """Whether a wait still leaves time for one more attempt before the deadline."""
     return wait + MIN_ATTEMPT_SECONDS <= remaining
+
+
+class WritePacer:
+    """At most `limit` write attempts in any `window` seconds, shared by every request of a process.
+
+    Intune throttles writes per app and tenant; pacing them here turns what would be a storm of
+    429s into short waits. A wait that would not end in time is not started: the caller gets its
+    length instead, as a Retry-After.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        clock: Clock,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._limit = limit
+        self._window = window
+        self._clock = clock
+        self._sleep = sleep
+        self._starts: collections.deque[float] = collections.deque()
+
+    def wait_needed(self) -> float:
+        """Seconds until a write may start (0 when one may start now)."""
+        now = self._clock()
+        while self._starts and self._starts[0] <= now - self._window:
+            self._starts.popleft()
+        if len(self._starts) < self._limit:
+            return 0.0
+        return self._starts[0] + self._window - now
+
+    async def acquire(self, deadline: Deadline) -> float | None:
+        """Take a write slot and return None, or return the wait that would pass the deadline."""
+        while True:
+            wait = self.wait_needed()
+            if wait <= 0:
+                self._starts.append(self._clock())
+                return None
+            if wait + MIN_WRITE_SECONDS > deadline.remaining():
+                return wait
+            await self._sleep(wait)

@@ -4,6 +4,9 @@
 |---------------------------|------------------------------|---------|
 | GRAPH_ENDPOINT            | https://graph.microsoft.com  | Graph base URL; sovereign clouds allowed; http only on loopback |
 | UNASSIGN_DEADLINE_SECONDS | 20                           | time budget for all Graph work of one request (1 to 200) |
+| BULK_DEADLINE_SECONDS     | 60                           | time budget of one bulk request (1 to 200) |
+| GRAPH_WRITES_PER_WINDOW   | 100                          | client-side pace: writes per window (Intune's limit) |
+| GRAPH_WRITE_WINDOW_SECONDS| 20                           | the pace's window |
 | AZURE_CLIENT_ID           | (system-assigned identity)   | client id of a user-assigned managed identity |
 | GRAPH_CREDENTIAL          | managed_identity             | `azure_cli` only to try the function from a workstation |
 
@@ -24,9 +27,13 @@ from shared.problems import Failure, Problem
 
 DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_DEADLINE_SECONDS = 20.0
+# Bulk callers are flows (Power Automate waits 120 s), so they get more time than a ticket.
+DEFAULT_BULK_DEADLINE_SECONDS = 60.0
+# Intune allows 100 writes per 20 s per app per tenant (enrollment group).
+DEFAULT_WRITES_PER_WINDOW = 100
+DEFAULT_WRITE_WINDOW_SECONDS = 20.0
 # An HTTP-triggered function must answer within 230 s; leave room for the cold start and the reply.
-MAX_DEADLINE_SECONDS = 200.0
-MIN_DEADLINE_SECONDS = 1.0
+DEADLINE_RANGE = (1.0, 200.0)
 CREDENTIALS = ("managed_identity", "azure_cli")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -37,6 +44,9 @@ class Settings:
     deadline_seconds: float
     azure_client_id: str | None
     credential: str
+    bulk_deadline_seconds: float = DEFAULT_BULK_DEADLINE_SECONDS
+    writes_per_window: int = DEFAULT_WRITES_PER_WINDOW
+    write_window_seconds: float = DEFAULT_WRITE_WINDOW_SECONDS
 
     @property
     def graph_scope(self) -> str:
@@ -77,21 +87,26 @@ def _graph_endpoint(env: Mapping[str, str]) -> str:
     raise _bad("GRAPH_ENDPOINT", raw, "must be an https URL (plain http only for loopback)")
 
 
-def _deadline(env: Mapping[str, str]) -> float:
-    raw = env.get("UNASSIGN_DEADLINE_SECONDS", "").strip()
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
     if not raw:
-        return DEFAULT_DEADLINE_SECONDS
+        return default
     try:
         value = float(raw)
     except ValueError:
-        raise _bad("UNASSIGN_DEADLINE_SECONDS", raw, "not a number") from None
-    if not math.isfinite(value) or not MIN_DEADLINE_SECONDS <= value <= MAX_DEADLINE_SECONDS:
-        raise _bad(
-            "UNASSIGN_DEADLINE_SECONDS",
-            raw,
-            f"must be between {MIN_DEADLINE_SECONDS:g} and {MAX_DEADLINE_SECONDS:g} seconds",
-        )
+        raise _bad(name, raw, "not a number") from None
+    if not math.isfinite(value) or not low <= value <= high:
+        raise _bad(name, raw, f"must be between {low:g} and {high:g}")
     return value
+
+
+def _writes_per_window(env: Mapping[str, str]) -> int:
+    value = _number(env, "GRAPH_WRITES_PER_WINDOW", DEFAULT_WRITES_PER_WINDOW, 1, 10_000)
+    if value != int(value):
+        raise _bad(
+            "GRAPH_WRITES_PER_WINDOW", str(env.get("GRAPH_WRITES_PER_WINDOW")), "not a whole number"
+        )
+    return int(value)
 
 
 def _client_id(env: Mapping[str, str]) -> str | None:
@@ -116,7 +131,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     source = os.environ if env is None else env
     return Settings(
         graph_endpoint=_graph_endpoint(source),
-        deadline_seconds=_deadline(source),
+        deadline_seconds=_number(
+            source, "UNASSIGN_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS, *DEADLINE_RANGE
+        ),
         azure_client_id=_client_id(source),
         credential=_credential(source),
+        bulk_deadline_seconds=_number(
+            source, "BULK_DEADLINE_SECONDS", DEFAULT_BULK_DEADLINE_SECONDS, *DEADLINE_RANGE
+        ),
+        writes_per_window=_writes_per_window(source),
+        write_window_seconds=_number(
+            source, "GRAPH_WRITE_WINDOW_SECONDS", DEFAULT_WRITE_WINDOW_SECONDS, 0.1, 3600
+        ),
     )

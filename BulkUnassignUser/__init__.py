@@ -1,0 +1,12 @@
+"""HTTP adapter for bulk unassign: azure.functions in and out. All logic lives in `shared`."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared.handler import handle_bulk
+
+
+async def main(req: func.HttpRequest) -> func.HttpResponse:
+    result = await handle_bulk(dict(req.headers), req.get_body())
+    return func.HttpResponse(body=result.body, status_code=result.status, headers=result.headers)
