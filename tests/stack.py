@@ -66,7 +66,11 @@ class Stack:
             text=True,
         )
         self.base_url = self._wait_until_listening()
-        self.client = httpx.Client(base_url=self.base_url, timeout=60.0)
+        from tests.contract import hook
+
+        self.client = httpx.Client(
+            base_url=self.base_url, timeout=60.0, event_hooks={"response": [hook]}
+        )
 
     def _wait_until_listening(self) -> str:
         assert self._process.stdout is not None
