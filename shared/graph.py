@@ -74,15 +74,18 @@ class GraphResponse:
         return decode_error(self.status, self.body, self.request_id)
 
 
+MAX_DETAIL_CHARS = 400
+
+
 def _readable(message: str) -> str:
     """Intune nests a JSON document in `error.message`; keep its reason and support ids only."""
     try:
         inner = json.loads(message)
     except ValueError:
-        return message
+        return message[:MAX_DETAIL_CHARS]
     if isinstance(inner, dict) and isinstance(inner.get("Message"), str):
-        return str(inner["Message"]).split(" - Url:", 1)[0]
-    return message
+        return str(inner["Message"]).split(" - Url:", 1)[0][:MAX_DETAIL_CHARS]
+    return "Graph gave no readable reason."
 
 
 def decode_error(status: int, body: Any, request_id: str | None) -> GraphError:
@@ -190,8 +193,11 @@ class GraphClient:
             call.attempts += 1
             retry_after: float | None = None
             try:
-                response = await self._send(method, path, params, token, call)
-            except httpx.TimeoutException:
+                # httpx's timeout bounds each read, not the whole answer: a server trickling
+                # bytes could otherwise hold an attempt far past the deadline.
+                async with asyncio.timeout(call.deadline.attempt_timeout()):
+                    response = await self._send(method, path, params, token, call)
+            except (httpx.TimeoutException, TimeoutError):
                 last = Problem(Failure.GRAPH_UNREACHABLE, "Microsoft Graph did not answer in time.")
             except httpx.TransportError as exc:
                 last = Problem(
@@ -209,7 +215,7 @@ class GraphClient:
                 retry_after = parse_retry_after(response.retry_after, time.time())
                 last = problem_for(response)
             wait = plan_wait(attempt, retry_after, self._random)
-            if not fits(wait, call.deadline.remaining()):
+            if not fits(wait, call.deadline.remaining(), self._margin(method)):
                 if last.failure is Failure.GRAPH_THROTTLED:
                     last.retry_after = wait
                 raise last
@@ -233,9 +239,12 @@ class GraphClient:
         )
 
     @staticmethod
-    def _check_time_left(method: str, deadline: Deadline, last: Problem | None) -> None:
-        needed = MIN_ATTEMPT_SECONDS if method == "GET" else MIN_WRITE_SECONDS
-        if deadline.remaining() >= needed:
+    def _margin(method: str) -> float:
+        """The least time an attempt needs: more for a write, which must not land after we gave up."""
+        return MIN_ATTEMPT_SECONDS if method == "GET" else MIN_WRITE_SECONDS
+
+    def _check_time_left(self, method: str, deadline: Deadline, last: Problem | None) -> None:
+        if deadline.remaining() >= self._margin(method):
             return
         if last is not None:
             raise last

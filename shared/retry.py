@@ -68,13 +68,18 @@ def backoff(attempt: int, random: Callable[[], float]) -> float:
 
 
 def plan_wait(attempt: int, retry_after: float | None, random: Callable[[], float]) -> float:
-    """How long to wait after `attempt` failed: what Graph asked for, else backoff."""
-    return retry_after if retry_after is not None else backoff(attempt, random)
+    """How long to wait after `attempt` failed: what Graph asked for, but never less than backoff.
+
+    A `Retry-After: 0` (or a date in the past) repeated by a struggling service must not turn the
+    retry loop into a busy loop that burns the tenant's throttling budget.
+    """
+    floor = backoff(attempt, random)
+    return floor if retry_after is None else max(retry_after, floor)
 
 
-def fits(wait: float, remaining: float) -> bool:
-    """Whether a wait still leaves time for one more attempt before the deadline."""
-    return wait + MIN_ATTEMPT_SECONDS <= remaining
+def fits(wait: float, remaining: float, margin: float = MIN_ATTEMPT_SECONDS) -> bool:
+    """Whether a wait still leaves `margin` seconds for one more attempt before the deadline."""
+    return wait + margin <= remaining
 
 
 class WritePacer:

@@ -186,3 +186,21 @@ def test_each_attempt_waits_at_most_the_cap_or_the_time_left(
     script = Scripted(httpx.Response(200, json={}))
     run(script, deadline=deadline)
     assert script.requests[0].extensions["timeout"]["read"] == expected
+
+
+def test_a_write_does_not_wait_when_too_little_would_be_left_to_write() -> None:
+    script = Scripted(graph_error(503, "ServiceUnavailable", {"Retry-After": "1.2"}))
+    result, clock, call, _ = run(script, method="POST", deadline=2.0)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_THROTTLED
+    assert clock.sleeps == []  # 1.2 s of waiting would leave less than a write needs
+    assert result.retry_after_header() == "2"
+    assert call.attempts == 1
+
+
+def test_intune_text_without_a_reason_is_not_passed_through() -> None:
+    nested = '{"_version": 3, "HttpHeaders": "{\\"x-internal\\": \\"secret\\"}"}'
+    body = {"error": {"code": "BadRequest", "message": nested}}
+    script = Scripted(httpx.Response(400, json=body))
+    result, _, _, _ = run(script)
+    assert isinstance(result, GraphResponse)
+    assert result.error().message == "Graph gave no readable reason."

@@ -48,6 +48,11 @@ def test_graph_retry_after_wins_over_backoff() -> None:
     assert plan_wait(1, None, lambda: 1.0) == 0.5
 
 
+def test_retry_after_zero_still_backs_off() -> None:
+    assert plan_wait(1, 0.0, lambda: 0.0) == 0.25
+    assert plan_wait(3, 0.0, lambda: 0.0) == 1.0
+
+
 def test_a_wait_that_leaves_no_time_for_an_attempt_does_not_fit() -> None:
     assert fits(1.0, 5.0)
     assert not fits(5.0, 5.0)
