@@ -2,7 +2,8 @@
 
 The Functions host forwards `logging` to Application Insights, where the JSON message can be
 queried with `parse_json(message)`. The record never holds a token, a key, a query string or a
-raw body: only values that passed validation, and what Graph told us. `json.dumps` escapes every
+raw body: only values that passed validation, and what Graph told us. `previousUserPrincipalName`
+is set only when this request removed that user. `json.dumps` escapes every
 control character, so no caller input can split or forge a line.
 """
 

@@ -21,7 +21,7 @@ from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
 from shared.request import correlation_id, parse_lookup, parse_unassign
 from shared.retry import Deadline
-from shared.service import Device, Outcome, current, unassign
+from shared.service import UNASSIGNED, Device, Outcome, current, unassign
 from shared.settings import load_settings
 
 JSON = "application/json; charset=utf-8"
@@ -127,7 +127,6 @@ def recorded(call: Call, record: audit.AuditRecord) -> Iterator[None]:
     finally:
         record.graphRequestIds, record.attempts = call.request_ids, call.attempts
         record.serialNumber = call.device.get("serialNumber")
-        record.previousUserPrincipalName = call.device.get("userPrincipalName") or None
         record.deviceId = record.deviceId or call.device.get("id")
 
 
@@ -147,6 +146,8 @@ async def handle_unassign(
         with recorded(call, record):
             outcome = await unassign(client, request, call)
         record.outcome = outcome.status
+        if outcome.status == UNASSIGNED:
+            record.previousUserPrincipalName = outcome.device.user_principal_name
         return _success(outcome, request.ticket_id, call)
 
     return await serve(headers, "unassignUser", work)
@@ -205,7 +206,9 @@ def _item_record(
         deviceId=result.device_id,
         serialNumber=device.get("serialNumber"),
         dryRun=dry,
-        previousUserPrincipalName=device.get("userPrincipalName") or None,
+        previousUserPrincipalName=(
+            device.get("userPrincipalName") if result.status == UNASSIGNED else None
+        ),
         outcome=result.status,
         httpStatus=result.http_status,
         graphRequestIds=call.request_ids if call is not None else [],

@@ -10,6 +10,7 @@ is the heaviest import we have and would otherwise count against every cold star
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import threading
 import time
@@ -23,6 +24,10 @@ from shared.settings import Settings
 
 # azure-identity itself refreshes this early; doing the same here keeps fetches off the hot path.
 REFRESH_MARGIN_SECONDS = 300.0
+# Inside the margin the old token keeps serving while a refresh runs in the background, at most
+# one attempt per interval, so a struggling identity endpoint is neither hammered nor fatal.
+REFRESH_INTERVAL_SECONDS = 30.0
+MIN_TOKEN_LIFE_SECONDS = 60.0
 CONNECT_TIMEOUT_CAP_SECONDS = 5.0
 READ_TIMEOUT_CAP_SECONDS = 10.0
 
@@ -89,17 +94,20 @@ class TokenProvider:
         self._token: Token | None = None
         self._inflight: asyncio.Future[Token] | None = None
         self._last_status: int | None = None
+        self._last_attempt = -math.inf
 
     async def token(self, deadline: Deadline) -> str:
-        cached = self._token
-        if cached is not None and cached.expires_on - self._clock() > REFRESH_MARGIN_SECONDS:
+        cached, now = self._token, self._clock()
+        life = cached.expires_on - now if cached is not None else 0.0
+        if cached is not None and life > REFRESH_MARGIN_SECONDS:
             return cached.value
-        if self._inflight is None:
-            loop = asyncio.get_running_loop()
-            self._inflight = loop.run_in_executor(None, self._fetch)
-            self._inflight.add_done_callback(self._fetched)
+        if cached is not None and life > MIN_TOKEN_LIFE_SECONDS:
+            if self._inflight is None and now - self._last_attempt >= REFRESH_INTERVAL_SECONDS:
+                self._start_fetch()
+            return cached.value
+        inflight = self._inflight or self._start_fetch()
         try:
-            token = await asyncio.wait_for(asyncio.shield(self._inflight), deadline.remaining())
+            token = await asyncio.wait_for(asyncio.shield(inflight), deadline.remaining())
         except TimeoutError:
             raise Problem(
                 Failure.IDENTITY_UNAVAILABLE,
@@ -107,6 +115,13 @@ class TokenProvider:
                 retry_after=5,
             ) from None
         return token.value
+
+    def _start_fetch(self) -> asyncio.Future[Token]:
+        self._last_attempt = self._clock()
+        inflight = asyncio.get_running_loop().run_in_executor(None, self._fetch)
+        inflight.add_done_callback(self._fetched)
+        self._inflight = inflight
+        return inflight
 
     def invalidate(self, token: str) -> None:
         """Graph called this token invalid: forget it and the credential's cache with it."""

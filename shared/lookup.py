@@ -17,6 +17,8 @@ from shared.request import normalise_device_id
 
 MAX_PAGES = 5
 MAX_CANDIDATES = 10
+# The fallback search term must still narrow the search; shorter parts are refused.
+MIN_FALLBACK_TERM = 3
 
 
 def odata_string(value: str) -> str:
@@ -73,7 +75,16 @@ async def find_by_serial(graph: GraphClient, serial: str, call: Call) -> str:
     """The Autopilot device id of the one device whose serial number is `serial`."""
     response = await _first_page(graph, serial, call)
     if response.status == 400 and "-" in serial:
-        response = await _first_page(graph, hyphen_free_part(serial), call)
+        part = hyphen_free_part(serial)
+        if len(part) < MIN_FALLBACK_TERM:
+            raise Problem(
+                Failure.GRAPH_ERROR,
+                f"Graph refused to search for serial number {serial!r} and no part of it without "
+                "hyphens is long enough to search instead; use the Autopilot device id.",
+                graph_code=response.error().code,
+                graph_request_id=response.request_id,
+            )
+        response = await _first_page(graph, part, call)
     wanted = serial.casefold()
     matches: dict[str, dict[str, Any]] = {}
     for device in await _all_pages(graph, response, call):

@@ -159,6 +159,8 @@ def parse_body(
         raise invalid("The JSON body is nested too deeply.") from None
     except json.JSONDecodeError as exc:
         raise invalid(f"The body is not valid JSON ({exc.msg} at character {exc.pos}).") from None
+    except ValueError:  # e.g. an integer beyond Python's digit limit
+        raise invalid("The JSON body holds a number too large to read.") from None
     if not isinstance(data, dict):
         raise invalid('The body must be a JSON object such as {"deviceId": "..."}.')
     known_fields(data, fields)

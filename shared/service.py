@@ -42,7 +42,17 @@ class Device:
 
     @classmethod
     def from_graph(cls, body: Any, device_id: str) -> Device:
-        data = body if isinstance(body, dict) else {}
+        """The device Graph described, or GRAPH_ERROR: a guess about its user could do harm."""
+        if not isinstance(body, dict) or not isinstance(body.get("userPrincipalName"), str):
+            raise Problem(
+                Failure.GRAPH_ERROR,
+                "Graph answered the device read without the device's user; nothing was changed.",
+            )
+        if str(body.get("id", device_id)).lower() != device_id:
+            raise Problem(
+                Failure.GRAPH_ERROR, "Graph answered the device read with another device."
+            )
+        data = body
 
         def text(name: str) -> str:
             value = data.get(name)

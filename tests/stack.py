@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,15 @@ class Stack:
 
     def _wait_until_listening(self) -> str:
         assert self._process.stdout is not None
-        started = time.monotonic()
-        for line in self._process.stdout:
-            if line.startswith("Dev host listening on "):
-                return line.split()[-1]
-            if time.monotonic() - started > STARTUP_TIMEOUT_SECONDS:
-                break
+        # A host that hangs without printing must not hang the test run: kill it after the bound.
+        watchdog = threading.Timer(STARTUP_TIMEOUT_SECONDS, self._process.kill)
+        watchdog.start()
+        try:
+            for line in self._process.stdout:
+                if line.startswith("Dev host listening on "):
+                    return line.split()[-1]
+        finally:
+            watchdog.cancel()
         self.close()
         raise RuntimeError(f"dev host did not start:\n{self.log_text()}")
 

@@ -1,13 +1,19 @@
-"""Which credential the settings give, and that production never falls back to another."""
+"""Which credential the settings give (never a silent fallback), and how tokens are reused."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
+from azure.core.exceptions import ServiceRequestError
 from azure.identity import AzureCliCredential, ManagedIdentityCredential
 
-from shared.identity import make_credential
+from shared.identity import TokenProvider, make_credential
 from shared.problems import Failure, Problem
+from shared.retry import Deadline
 from shared.settings import load_settings
+from tests.fakes import FakeClock, FakeToken
 
 
 def ignore(status: int) -> None:
@@ -35,3 +41,58 @@ def test_the_workstation_credential_only_when_asked_for(monkeypatch: pytest.Monk
     monkeypatch.delenv("IDENTITY_ENDPOINT", raising=False)
     settings = load_settings({"GRAPH_CREDENTIAL": "azure_cli"})
     assert isinstance(make_credential(settings, ignore), AzureCliCredential)
+
+
+class ExpiringCredential:
+    """Hands out tokens that live `life` seconds from the fake clock; can be made to fail."""
+
+    def __init__(self, clock: FakeClock, life: float) -> None:
+        self.clock, self.life, self.issued, self.failing = clock, life, 0, False
+
+    def get_token(self, *scopes: str) -> Any:
+        self.issued += 1
+        if self.failing:
+            raise ServiceRequestError("identity endpoint down")
+        return FakeToken(f"token-{self.issued}", int(self.clock() + self.life))
+
+
+def tokens_over(credential: ExpiringCredential, clock: FakeClock) -> TokenProvider:
+    return TokenProvider(
+        load_settings({}), credential_factory=lambda s, on_status: credential, clock=clock
+    )
+
+
+def test_a_token_near_expiry_keeps_serving_while_it_refreshes_once() -> None:
+    clock = FakeClock()
+    credential = ExpiringCredential(clock, life=1000)
+    tokens = tokens_over(credential, clock)
+
+    async def go() -> list[str]:
+        deadline = Deadline.after(5, clock)
+        first = await tokens.token(deadline)
+        clock.now += 800  # 200 s of life left: inside the refresh margin
+        credential.failing = True
+        during = [await tokens.token(deadline) for _ in range(5)]
+        await asyncio.sleep(0.05)  # let the background refresh finish (and fail)
+        later = await tokens.token(deadline)
+        return [first, *during, later]
+
+    served = asyncio.run(go())
+    assert set(served) == {"token-1"}  # the still-valid token served throughout
+    assert credential.issued == 2  # one background refresh, not one per request
+
+
+def test_an_expired_token_is_never_served() -> None:
+    clock = FakeClock()
+    credential = ExpiringCredential(clock, life=1000)
+    tokens = tokens_over(credential, clock)
+
+    async def go() -> str:
+        await tokens.token(Deadline.after(5, clock))
+        clock.now += 990
+        credential.failing = True
+        return await tokens.token(Deadline.after(5, clock))
+
+    with pytest.raises(Problem) as caught:
+        asyncio.run(go())
+    assert caught.value.failure is Failure.IDENTITY_UNAVAILABLE

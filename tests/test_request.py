@@ -193,6 +193,7 @@ def test_bad_expected_user_is_rejected_not_ignored(upn: object) -> None:
         (b'{"deviceId": NaN}', "NaN"),
         (b'{"deviceId": "a", "deviceId": "b"}', "more than once"),
         (b"[" * 100_00 + b"]" * 100_00, "nested too deeply"),
+        (b'{"deviceId": ' + b"1" * 5000 + b"}", "too large"),
     ],
 )
 def test_bad_bodies_are_400_with_a_reason(body: bytes, words: str) -> None:

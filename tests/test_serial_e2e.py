@@ -68,6 +68,14 @@ def test_hyphenated_serial_falls_back_to_a_hyphen_free_search(
     ]
 
 
+def test_no_fallback_search_on_a_hyphen_free_part_too_short_to_search(
+    stack: Stack, graph: GraphEmulator
+) -> None:
+    doc = assert_problem(stack.post(json={"serialNumber": "AB-CD-EF"}), 502)
+    assert "device id" in doc["detail"]
+    assert filters(graph) == ["contains(serialNumber,'AB-CD-EF')"]
+
+
 def test_ambiguous_serial_is_409_with_at_most_ten_candidates(
     stack: Stack, graph: GraphEmulator
 ) -> None:
