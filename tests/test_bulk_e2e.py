@@ -209,3 +209,19 @@ def test_bulk_body_over_64_kib_is_413(stack: Stack, graph: GraphEmulator) -> Non
     doc = assert_problem(stack.post(BULK, json={"devices": devices}), 413)
     assert "65536" in doc["detail"]
     assert graph.requests == []
+
+
+def test_bulk_audits_each_input_and_the_request(stack: Stack, graph: GraphEmulator) -> None:
+    cid = f"bulk-{uuid.uuid4().hex}"
+    devices = [{"deviceId": DEMO_ASSIGNED_ID}, {"serialNumber": "5CG1234XYZ"}, {"deviceId": "x"}]
+    stack.post(
+        BULK, json={"devices": devices, "ticketId": "RITM9"}, headers={"X-Correlation-Id": cid}
+    )
+    records = [r for r in stack.audit() if r["correlationId"] == cid]
+    items = [r for r in records if r["event"] == "bulkUnassignItem"]
+    assert [r["itemIndex"] for r in items] == [0, 1, 2]
+    assert [r["outcome"] for r in items] == ["unassigned", "unassigned", "invalid-request"]
+    assert items[0]["previousUserPrincipalName"] == "alex.wilber@contoso.example"
+    assert items[0]["graphRequestIds"] == items[1]["graphRequestIds"]  # one write for both
+    [summary] = [r for r in records if r["event"] == "bulkUnassignUser"]
+    assert summary["httpStatus"] == 207 and summary["ticketId"] == "RITM9"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 
 from shared.retry import (
     ATTEMPT_TIMEOUT_CAP_SECONDS,
     BACKOFF_CAP_SECONDS,
     Deadline,
+    WritePacer,
     backoff,
     fits,
     parse_retry_after,
     plan_wait,
 )
+from tests.fakes import FakeClock
 
 NOW = 1_800_000_000.0
 
@@ -69,3 +72,27 @@ def test_deadline_counts_down_with_the_injected_clock() -> None:
     assert deadline.attempt_timeout() == 5
     now[0] += 60
     assert deadline.remaining() == 0
+
+
+def test_write_pacer_spaces_writes_to_the_limit_per_window() -> None:
+    clock = FakeClock()
+    pacer = WritePacer(3, 10.0, clock, clock.sleep)
+
+    async def go() -> list[float | None]:
+        deadline = Deadline.after(100, clock)
+        return [await pacer.acquire(deadline) for _ in range(7)]
+
+    assert asyncio.run(go()) == [None] * 7
+    assert clock.sleeps == [10.0, 10.0]  # slots 4 and 7 waited for the window to move on
+
+
+def test_write_pacer_will_not_wait_past_the_deadline() -> None:
+    clock = FakeClock()
+    pacer = WritePacer(1, 20.0, clock, clock.sleep)
+
+    async def go() -> list[float | None]:
+        deadline = Deadline.after(5, clock)
+        return [await pacer.acquire(deadline), await pacer.acquire(deadline)]
+
+    assert asyncio.run(go()) == [None, 20.0]
+    assert clock.sleeps == []
