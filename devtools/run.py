@@ -5,6 +5,7 @@ the environment like it does in Azure, pointed here at the emulators on loopback
 azure-identity code fetches its token from the identity emulator.
 
     python -m devtools.run [--port 7071] [--graph-port 7072] [--identity-port 7073]
+                           [--write-limit N [--write-window SECONDS]]
 """
 
 from __future__ import annotations
@@ -40,9 +41,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--graph-port", type=int, default=7072)
     parser.add_argument("--identity-port", type=int, default=7073)
+    parser.add_argument(
+        "--write-limit", type=int, default=None, help="Graph emulator: 429 beyond N writes/window"
+    )
+    parser.add_argument("--write-window", type=float, default=20.0, help="seconds (default 20)")
     args = parser.parse_args(argv)
     configure_logging()
-    graph = GraphEmulator(host=args.host, port=args.graph_port).start()
+    graph = GraphEmulator(
+        host=args.host,
+        port=args.graph_port,
+        write_limit=args.write_limit,
+        write_window_seconds=args.write_window,
+    ).start()
     identity = IdentityEmulator(host=args.host, port=args.identity_port).start()
     os.environ.update(
         GRAPH_ENDPOINT=graph.base_url,
