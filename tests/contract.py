@@ -69,3 +69,10 @@ def hook(response: httpx.Response) -> None:
     check_response(
         response.request.method, response.url.path, response.status_code, response.content
     )
+
+
+async def async_hook(response: httpx.Response) -> None:
+    await response.aread()
+    check_response(
+        response.request.method, response.url.path, response.status_code, response.content
+    )

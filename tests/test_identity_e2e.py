@@ -10,6 +10,7 @@ import httpx
 
 from devtools.graph_emulator import DEMO_ASSIGNED_ID, GraphEmulator
 from devtools.identity_emulator import IdentityEmulator
+from tests.contract import async_hook
 from tests.e2e import assert_problem
 from tests.stack import Stack
 
@@ -17,7 +18,8 @@ BODY = {"deviceId": DEMO_ASSIGNED_ID}
 
 
 async def post_many(base_url: str, device_ids: list[str]) -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=120.0) as client:
+    hooks = {"response": [async_hook]}
+    async with httpx.AsyncClient(base_url=base_url, timeout=120.0, event_hooks=hooks) as client:
         return await asyncio.gather(
             *(client.post("/api/UnassignUser", json={"deviceId": d}) for d in device_ids)
         )

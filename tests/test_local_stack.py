@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from devtools.graph_emulator import DEMO_ASSIGNED_ID, GraphEmulator
+from tests.contract import hook
 from tests.stack import ROOT, Stack
 
 FUNCTION_JSON = ROOT / "UnassignUser" / "function.json"
@@ -72,9 +73,10 @@ def test_make_run_starts_a_stack_whose_printed_curl_works(tmp_path: Path) -> Non
         url = re.search(r"curl -i -X POST (\S+)", banner)
         body = re.search(r"-d '(\{.*\})'", banner)
         assert url and body, banner
-        response = httpx.post(
-            url[1], content=body[1], headers={"Content-Type": "application/json"}, timeout=60
-        )
+        with httpx.Client(timeout=60, event_hooks={"response": [hook]}) as client:
+            response = client.post(
+                url[1], content=body[1], headers={"Content-Type": "application/json"}
+            )
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "unassigned"
     finally:
