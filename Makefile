@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test lint infra-check package clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -27,5 +27,14 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+# The infra checks alone (they also run inside `make test`): pycep parse, security properties,
+# checkov in its own virtual environment (.venv-checkov, created on first use).
+infra-check: $(STAMP)
+	$(PY) -m devtools.infra_checks
+
+# The zip Azure would deploy (what .funcignore lets through), with its contents and size.
+package: $(STAMP)
+	$(PY) -m devtools.package
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) .venv-checkov dist

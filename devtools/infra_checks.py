@@ -1,0 +1,188 @@
+"""Static checks of infra/ for machines without the Bicep CLI (`make infra-check`).
+
+1. Every `.bicep` file parses with pycep-parser 0.7 (which understands `extension microsoftGraphV1`).
+2. The security-relevant properties hold in the templates and their parameter file together.
+3. checkov scans infra/ from its own virtual environment (it pins an older pycep); every finding
+   must be accepted with a one-line reason in infra/checkov-accepted.json, and a file checkov
+   could not parse fails the run (checkov itself reports those as passing).
+
+The Graph permission module is skipped by checkov only: its pycep cannot read the Graph extension.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pycep import BicepParser
+
+ROOT = Path(__file__).resolve().parent.parent
+INFRA = ROOT / "infra"
+CHECKOV_VENV = ROOT / ".venv-checkov"
+CHECKOV_VERSION = "3.3.30"
+# checkov's own pycep cannot parse `extension microsoftGraphV1`; pycep 0.7 above does.
+CHECKOV_SKIPPED = "graph-permissions.bicep"
+GRAPH_ROLE = "DeviceManagementServiceConfig.ReadWrite.All"
+
+
+def parse_all(infra: Path = INFRA) -> dict[str, dict[str, Any]]:
+    """Every template, parsed, by its path relative to `infra`; a parse error names the file."""
+    parser = BicepParser()
+    parsed = {}
+    for path in sorted(infra.rglob("*.bicep")):
+        try:
+            parsed[str(path.relative_to(infra))] = dict(parser.parse(file_path=path))
+        except Exception as exc:  # pycep raises lark's many error types
+            raise ValueError(f"{path.relative_to(infra)} does not parse: {exc}") from exc
+    return parsed
+
+
+def _resource(template: dict[str, Any], name: str) -> dict[str, Any]:
+    config: dict[str, Any] = template["resources"][name]["config"]
+    return config
+
+
+def _setting(site: dict[str, Any], name: str) -> Any:
+    for entry in site["properties"]["siteConfig"]["appSettings"]:
+        if entry["name"] == name:
+            return entry["value"]
+    return None
+
+
+def security_violations(infra: Path = INFRA) -> list[str]:
+    """What is weaker than it must be, read from the templates and main.parameters.json."""
+    parsed = parse_all(infra)
+    app, graph, main = (
+        parsed["app/resources.bicep"],
+        parsed["graph-permissions.bicep"],
+        parsed["main.bicep"],
+    )
+    parameters = json.loads((infra / "main.parameters.json").read_text())["parameters"]
+    site, storage = _resource(app, "site"), _resource(app, "storage")
+    config = site["properties"]["siteConfig"]
+    expected: list[tuple[str, Any, Any]] = [
+        ("function app identity type", site["identity"]["type"], "UserAssigned"),
+        ("function app httpsOnly", site["properties"]["httpsOnly"], True),
+        ("function app minTlsVersion", config["minTlsVersion"], "1.2"),
+        ("function app ftpsState", config["ftpsState"], "Disabled"),
+        ("function app plan tier", _resource(app, "plan")["sku"]["tier"], "FlexConsumption"),
+        (
+            "runtime",
+            site["properties"]["functionAppConfig"]["runtime"],
+            {"name": "python", "version": "3.11"},
+        ),
+        ("storage allowSharedKeyAccess", storage["properties"]["allowSharedKeyAccess"], False),
+        ("storage minimumTlsVersion", storage["properties"]["minimumTlsVersion"], "TLS1_2"),
+        ("storage allowBlobPublicAccess", storage["properties"]["allowBlobPublicAccess"], False),
+        (
+            "Application Insights DisableLocalAuth",
+            _resource(app, "appInsights")["properties"]["DisableLocalAuth"],
+            True,
+        ),
+        (
+            "Log Analytics disableLocalAuth",
+            _resource(app, "workspace")["properties"]["features"]["disableLocalAuth"],
+            True,
+        ),
+        ("FTP basic publishing", _resource(app, "ftpCredentials")["properties"]["allow"], False),
+        ("SCM basic publishing", _resource(app, "scmCredentials")["properties"]["allow"], False),
+        (
+            "host storage credential",
+            _setting(site, "AzureWebJobsStorage__credential"),
+            "managedidentity",
+        ),
+        ("AzureWebJobsStorage connection string", _setting(site, "AzureWebJobsStorage"), None),
+        ("Graph credential", _setting(site, "GRAPH_CREDENTIAL"), "managed_identity"),
+        ("Graph role value", graph["parameters"]["appRoleValue"].get("default"), GRAPH_ROLE),
+        (
+            "grantGraphPermission default",
+            main["parameters"]["grantGraphPermission"].get("default"),
+            True,
+        ),
+    ]
+    problems = [
+        f"{what} is {got!r}, must be {want!r}" for what, got, want in expected if got != want
+    ]
+    client_id = _setting(site, "AZURE_CLIENT_ID")
+    if "identity" not in json.dumps(client_id):
+        problems.append("AZURE_CLIENT_ID must be the user-assigned identity's client id")
+    if "filter" not in json.dumps(_resource(graph, "grant")["appRoleId"]):
+        problems.append("the Graph app role must be looked up by its value, not hard-coded")
+    endpoint = str(parameters.get("graphEndpoint", {}).get("value", ""))
+    if not endpoint.removeprefix("${GRAPH_ENDPOINT=").startswith("https://"):
+        problems.append(f"main.parameters.json graphEndpoint {endpoint!r} must be https")
+    if "false" in str(parameters.get("grantGraphPermission", {}).get("value", "")).lower():
+        problems.append("main.parameters.json must not turn the Graph grant off by default")
+    return problems
+
+
+def _checkov() -> Path:
+    binary = CHECKOV_VENV / "bin" / "checkov"
+    if not binary.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(CHECKOV_VENV)], check=True)
+        pip = [str(CHECKOV_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run(
+            [*pip, "--disable-pip-version-check", f"checkov=={CHECKOV_VERSION}"],
+            check=True,
+            stderr=subprocess.DEVNULL,  # the index's per-package notices; errors still fail
+        )
+    return binary
+
+
+def checkov_problems(infra: Path = INFRA) -> list[str]:
+    accepted: dict[str, str] = json.loads((infra / "checkov-accepted.json").read_text())
+    problems = [
+        f"{check} is accepted without a reason"
+        for check, why in accepted.items()
+        if not why.strip()
+    ]
+    run = subprocess.run(
+        [str(_checkov()), "-d", str(infra), "--framework", "bicep", "--skip-download",
+         "--compact", "-o", "json", "--skip-path", CHECKOV_SKIPPED],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    try:
+        reports = json.loads(run.stdout)
+    except ValueError:
+        return [*problems, f"checkov did not report: {run.stderr.strip()[-400:]}"]
+    for report in reports if isinstance(reports, list) else [reports]:
+        results = report.get("results", {})
+        for file in results.get("parsing_errors", []):
+            problems.append(f"checkov could not parse {file}")
+        if report.get("summary", {}).get("parsing_errors", 0) and not results.get("parsing_errors"):
+            problems.append("checkov reports parsing errors")
+        for failed in results.get("failed_checks", []):
+            if failed["check_id"] not in accepted:
+                problems.append(
+                    f"{failed['check_id']} {failed['check_name']} ({failed['file_path']}, "
+                    f"{failed['resource']}): fix it or accept it with a reason"
+                )
+        if not results.get("passed_checks"):
+            problems.append("checkov passed no check at all: did it scan the templates?")
+        summary = report.get("summary", {})
+        print(
+            f"checkov: {summary.get('passed', 0)} passed, {summary.get('failed', 0)} failed "
+            f"({len(accepted)} accepted with reasons), {summary.get('parsing_errors', 0)} parse errors"
+        )
+    return problems
+
+
+def main() -> int:
+    try:
+        parsed = parse_all()
+    except ValueError as exc:
+        print(exc)
+        return 1
+    print(f"pycep: {len(parsed)} templates parse: {', '.join(parsed)}")
+    problems = security_violations() + checkov_problems()
+    for problem in problems:
+        print(f"infra: {problem}")
+    print("infra checks: " + ("FAILED" if problems else "passed"))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

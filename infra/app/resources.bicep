@@ -1,0 +1,212 @@
+// The Function App and what it runs on: identity, storage, monitoring. Identity-based access only.
+param location string
+param tags object
+param resourceToken string
+param allowedInbound array
+param graphEndpoint string
+param unassignDeadlineSeconds string
+param bulkDeadlineSeconds string
+param graphWritesPerWindow string
+param graphWriteWindowSeconds string
+param maximumInstanceCount int
+
+var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
+// Built-in role ids (the same in every tenant).
+var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+
+// User-assigned: it survives re-creating the app, so the Graph grant is not lost with it.
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-autopilot-${resourceToken}'
+  location: location
+  tags: tags
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'st${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    // Identity only: no account keys, so there is no connection string to leak.
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    allowBlobPublicAccess: false
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Flex Consumption deploys from a blob container.
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: 'log-${resourceToken}'
+  location: location
+  tags: tags
+  properties: {
+    retentionInDays: 90
+    sku: {
+      name: 'PerGB2018'
+    }
+    features: {
+      // Local auth disabled: identity only.
+      disableLocalAuth: true
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: 'appi-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: workspace.id
+    // Local auth disabled: telemetry is accepted only from the app's identity.
+    DisableLocalAuth: true
+  }
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: 'plan-${resourceToken}'
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: 'func-${resourceToken}'
+  location: location
+  tags: union(tags, { 'azd-service-name': 'api' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${identity.id}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      ipSecurityRestrictions: [
+        for (rule, i) in allowedInbound: union(rule, {
+          name: 'allow-${i}'
+          action: 'Allow'
+          priority: 100 + i
+        })
+      ]
+      ipSecurityRestrictionsDefaultAction: empty(allowedInbound) ? 'Allow' : 'Deny'
+      scmIpSecurityRestrictionsUseMain: true
+      appSettings: [
+        // Host storage through the user-assigned identity (no connection string).
+        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
+        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+        { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
+        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsights.properties.ConnectionString }
+        // Telemetry sent with the identity, since the component accepts nothing else.
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${identity.properties.clientId};Authorization=AAD'
+        }
+        // The function's own settings (see the README's configuration table).
+        { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
+        { name: 'GRAPH_ENDPOINT', value: graphEndpoint }
+        { name: 'GRAPH_CREDENTIAL', value: 'managed_identity' }
+        { name: 'UNASSIGN_DEADLINE_SECONDS', value: unassignDeadlineSeconds }
+        { name: 'BULK_DEADLINE_SECONDS', value: bulkDeadlineSeconds }
+        { name: 'GRAPH_WRITES_PER_WINDOW', value: graphWritesPerWindow }
+        { name: 'GRAPH_WRITE_WINDOW_SECONDS', value: graphWriteWindowSeconds }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: identity.id
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: 2048
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Publishing only through Entra ID: no FTP or basic-auth (user name and password) deployments.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2023-12-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+resource storageRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwner)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource telemetryRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identity.id, monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+output functionAppName string = site.name
+output identityClientId string = identity.properties.clientId
+output identityPrincipalId string = identity.properties.principalId
+output unassignUserUrl string = 'https://${site.properties.defaultHostName}/api/UnassignUser'
+output bulkUnassignUserUrl string = 'https://${site.properties.defaultHostName}/api/BulkUnassignUser'

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Grant the function's managed identity the one Graph application permission it needs, for
+# tenants where the deployer may not grant Graph roles (deploy with grantGraphPermission=false).
+# Run by a Privileged Role Administrator or Global Administrator, signed in with `az login`:
+#   infra/grant-graph-permission.sh <principal (object) id of the managed identity>
+# The deployment prints the id as IDENTITY_PRINCIPAL_ID. Safe to run again.
+set -euo pipefail
+
+principal_id="${1:?usage: $0 <principal (object) id of the managed identity>}"
+role="DeviceManagementServiceConfig.ReadWrite.All"
+graph_app_id="00000003-0000-0000-c000-000000000000" # Microsoft Graph, the same in every tenant
+# The Graph endpoint of the signed-in cloud (public, US Government, China).
+graph="$(az cloud show --query endpoints.microsoftGraphResourceId -o tsv)"
+graph="${graph%/}"
+
+graph_sp_id="$(az ad sp show --id "$graph_app_id" --query id -o tsv)"
+# Looked up by value, so a typo fails here instead of granting something else.
+role_id="$(az ad sp show --id "$graph_app_id" \
+  --query "appRoles[?value=='$role' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)"
+if [ -z "$role_id" ]; then
+  echo "The Graph app role $role was not found." >&2
+  exit 1
+fi
+
+assignments="$graph/v1.0/servicePrincipals/$principal_id/appRoleAssignments"
+existing="$(az rest --method GET --uri "$assignments" \
+  --query "value[?appRoleId=='$role_id'].id | [0]" -o tsv)"
+if [ -n "$existing" ]; then
+  echo "$role is already granted to $principal_id."
+  exit 0
+fi
+
+az rest --method POST --uri "$assignments" --headers "Content-Type=application/json" \
+  --body "{\"principalId\": \"$principal_id\", \"resourceId\": \"$graph_sp_id\", \"appRoleId\": \"$role_id\"}" \
+  --output none
+echo "Granted $role to $principal_id. Graph can keep answering 403 for up to an hour while it propagates."
