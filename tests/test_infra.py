@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,13 @@ def test_checkov_fails_on_a_new_finding_and_on_a_file_it_cannot_parse(infra_copy
     assert any("could not parse" in p and "graph-extension-copy.bicep" in p for p in problems), (
         problems
     )
+
+
+def test_host_json_is_ready_for_production() -> None:
+    host = json.loads((INFRA.parent / "host.json").read_text())
+    assert host["extensionBundle"]["version"] == "[4.*, 5.0.0)"
+    hours, minutes, seconds = (int(part) for part in host["functionTimeout"].split(":"))
+    assert hours * 3600 + minutes * 60 + seconds <= 230  # the HTTP front end gives up at 230 s
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    excluded = sampling["excludedTypes"].split(";")
+    assert {"Request", "Trace"} <= set(excluded)  # requests and audit records are never sampled
