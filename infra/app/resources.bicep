@@ -115,12 +115,15 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       minTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      // Each entry is {ipAddress: 'CIDR'} or {serviceTag: 'Name'}; everything else is denied.
       ipSecurityRestrictions: [
-        for (rule, i) in allowedInbound: union(rule, {
+        for (rule, i) in allowedInbound: {
           name: 'allow-${i}'
           action: 'Allow'
           priority: 100 + i
-        })
+          ipAddress: contains(rule, 'serviceTag') ? rule.serviceTag : rule.ipAddress
+          tag: contains(rule, 'serviceTag') ? 'ServiceTag' : 'Default'
+        }
       ]
       ipSecurityRestrictionsDefaultAction: empty(allowedInbound) ? 'Allow' : 'Deny'
       scmIpSecurityRestrictionsUseMain: true
