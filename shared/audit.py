@@ -21,6 +21,8 @@ _log = logging.getLogger(LOGGER_NAME)
 class AuditRecord:
     correlationId: str
     event: str = "unassignUser"
+    # Who called: {"kind": "functionKey"}, or the Entra ID token's app, object, user and tenant.
+    caller: dict[str, str] = field(default_factory=lambda: {"kind": "unknown"})
     itemIndex: int | None = None
     ticketId: str | None = None
     deviceId: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -16,6 +17,7 @@ from typing import Any
 
 from shared import audit
 from shared.bulk import ItemResult, parse_bulk, report, run_bulk, whole_request_failure
+from shared.caller_auth import FUNCTION_KEY, Caller, CallerAuth, load_caller_settings
 from shared.graph import Call, GraphClient
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
@@ -28,6 +30,7 @@ JSON = "application/json; charset=utf-8"
 PROBLEM_JSON = "application/problem+json; charset=utf-8"
 
 _graph: GraphClient | None = None
+_caller_auth: CallerAuth | None = None
 
 
 def default_graph() -> GraphClient:
@@ -37,6 +40,24 @@ def default_graph() -> GraphClient:
         settings = load_settings()
         _graph = GraphClient(settings, TokenProvider(settings))
     return _graph
+
+
+async def default_authorize(headers: Mapping[str, str]) -> Caller:
+    """The function key only, or also an Entra ID token with our app role (CALLER_* settings).
+
+    Settings are read on every request, so a half-done configuration fails every request (500)
+    rather than letting any through.
+    """
+    global _caller_auth
+    settings = load_caller_settings(os.environ)
+    if settings is None:
+        return FUNCTION_KEY
+    if _caller_auth is None or _caller_auth.settings != settings:
+        _caller_auth = CallerAuth(settings)
+    return await _caller_auth.authorize(headers)
+
+
+Authorize = Callable[[Mapping[str, str]], Awaitable[Caller]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,8 @@ def _problem(problem: Problem, cid: str, record: audit.AuditRecord) -> HttpResul
         if value is not None:
             doc.setdefault(key, value)
     result = _result(problem.status, PROBLEM_JSON, doc, cid)
+    if problem.failure is Failure.CALLER_UNAUTHENTICATED:
+        result.headers["WWW-Authenticate"] = "Bearer"
     retry_after = problem.retry_after_header()
     if retry_after is not None:
         result.headers["Retry-After"] = retry_after
@@ -86,13 +109,16 @@ def _problem(problem: Problem, cid: str, record: audit.AuditRecord) -> HttpResul
 Work = Callable[[dict[str, str], audit.AuditRecord], Awaitable[HttpResult]]
 
 
-async def serve(headers: Mapping[str, str], event: str, work: Work) -> HttpResult:
-    """Run one request's work: every failure becomes a problem, every request one audit record."""
+async def serve(
+    headers: Mapping[str, str], event: str, work: Work, authorize: Authorize
+) -> HttpResult:
+    """Check the caller, run the work: every failure becomes a problem, every request one record."""
     started = time.perf_counter()
     lowered = {key.lower(): value for key, value in headers.items()}
     cid = correlation_id(lowered)
     record = audit.AuditRecord(correlationId=cid, event=event)
     try:
+        record.caller = (await authorize(lowered)).audit()
         result = await work(lowered, record)
     except Problem as problem:
         record.outcome, record.detail = problem.failure.slug, problem.detail
@@ -136,6 +162,7 @@ async def handle_unassign(
     route_device_id: str | None,
     *,
     graph: Callable[[], GraphClient] = default_graph,
+    authorize: Authorize = default_authorize,
 ) -> HttpResult:
     async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
         request = parse_unassign(body, route_device_id, lowered.get("content-type"))
@@ -150,7 +177,7 @@ async def handle_unassign(
             record.previousUserPrincipalName = outcome.device.user_principal_name
         return _success(outcome, request.ticket_id, call)
 
-    return await serve(headers, "unassignUser", work)
+    return await serve(headers, "unassignUser", work, authorize)
 
 
 async def handle_status(
@@ -159,6 +186,7 @@ async def handle_status(
     params: Mapping[str, str],
     *,
     graph: Callable[[], GraphClient] = default_graph,
+    authorize: Authorize = default_authorize,
 ) -> HttpResult:
     async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
         request = parse_lookup(route_device_id, params)
@@ -170,7 +198,7 @@ async def handle_status(
         record.outcome = "assigned" if device.user_principal_name else "notAssigned"
         return _result(200, JSON, _assignment(device, call), call.correlation_id)
 
-    return await serve(headers, "getAssignment", work)
+    return await serve(headers, "getAssignment", work, authorize)
 
 
 def _assignment(device: Device, call: Call) -> dict[str, Any]:
@@ -194,12 +222,13 @@ def _assignment(device: Device, call: Call) -> dict[str, Any]:
 
 
 def _item_record(
-    index: int, result: ItemResult, ticket: str | None, dry: bool, cid: str
+    index: int, result: ItemResult, ticket: str | None, dry: bool, parent: audit.AuditRecord
 ) -> audit.AuditRecord:
     call = result.call
     device = call.device if call is not None else {}
     return audit.AuditRecord(
-        correlationId=cid,
+        correlationId=parent.correlationId,
+        caller=parent.caller,
         event="bulkUnassignItem",
         itemIndex=index,
         ticketId=ticket,
@@ -222,6 +251,7 @@ async def handle_bulk(
     body: bytes,
     *,
     graph: Callable[[], GraphClient] = default_graph,
+    authorize: Authorize = default_authorize,
 ) -> HttpResult:
     async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
         bulk = parse_bulk(body, lowered.get("content-type"))
@@ -231,7 +261,7 @@ async def handle_bulk(
         cid = record.correlationId
         results = await run_bulk(client, bulk, lambda: Call(deadline, cid))
         for index, result in enumerate(results):
-            audit.emit(_item_record(index, result, bulk.ticket_id, bulk.dry_run, cid))
+            audit.emit(_item_record(index, result, bulk.ticket_id, bulk.dry_run, record))
         whole = whole_request_failure(results)
         if whole is not None:
             raise whole
@@ -240,4 +270,4 @@ async def handle_bulk(
         record.detail = doc["message"]
         return _result(200 if record.outcome == "completed" else 207, JSON, doc, cid)
 
-    return await serve(headers, "bulkUnassignUser", work)
+    return await serve(headers, "bulkUnassignUser", work, authorize)

@@ -2,6 +2,8 @@
 
     Failure                  status  when
     INVALID_REQUEST          400     bad JSON, bad body, bad device id, bad ticket id, bad header value
+    CALLER_UNAUTHENTICATED   401     Entra ID is required and the access token is missing or invalid
+    CALLER_FORBIDDEN         403     the caller's valid token does not carry the required app role
     BODY_TOO_LARGE           413     the body is over the limit
     UNSUPPORTED_MEDIA_TYPE   415     a Content-Type other than JSON
     DEVICE_NOT_FOUND         404     Graph has no Autopilot device with this id
@@ -14,10 +16,12 @@
     GRAPH_UNREACHABLE        504     Graph never answered (timeouts, connection errors)
     IDENTITY_MISCONFIGURED   500     the managed identity is missing or misconfigured (names the setting)
     IDENTITY_UNAVAILABLE     503     the identity endpoint is unreachable or busy
+    SIGNING_KEYS_UNAVAILABLE 503     Entra ID's signing keys cannot be fetched (never an open door)
     CONFIGURATION            500     an app setting is invalid (names the setting)
     INTERNAL                 500     anything unexpected; the trace goes to the log, never to the caller
 
-No upstream problem is ever answered with 401 or 403: to a caller those mean its own key is wrong.
+No upstream problem is ever answered with 401 or 403: to a caller those mean its own credentials
+are wrong, and they are used for exactly that.
 When retries run out, the last failure decides.
 """
 
@@ -30,6 +34,8 @@ from typing import Any
 
 class Failure(enum.Enum):
     INVALID_REQUEST = ("invalid-request", 400, "The request is not valid")
+    CALLER_UNAUTHENTICATED = ("unauthenticated", 401, "A valid Entra ID access token is required")
+    CALLER_FORBIDDEN = ("forbidden", 403, "The caller lacks the required app role")
     BODY_TOO_LARGE = ("body-too-large", 413, "The request body is too large")
     UNSUPPORTED_MEDIA_TYPE = ("unsupported-media-type", 415, "The request body must be JSON")
     DEVICE_NOT_FOUND = ("device-not-found", 404, "No such Autopilot device")
@@ -45,6 +51,11 @@ class Failure(enum.Enum):
         "identity-unavailable",
         503,
         "The managed identity endpoint is unavailable",
+    )
+    SIGNING_KEYS_UNAVAILABLE = (
+        "signing-keys-unavailable",
+        503,
+        "Entra ID's signing keys are unavailable",
     )
     CONFIGURATION = ("configuration", 500, "The function app is misconfigured")
     INTERNAL = ("internal", 500, "Unexpected error")

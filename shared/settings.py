@@ -35,7 +35,7 @@ DEFAULT_WRITE_WINDOW_SECONDS = 20.0
 # An HTTP-triggered function must answer within 230 s; leave room for the cold start and the reply.
 DEADLINE_RANGE = (1.0, 200.0)
 CREDENTIALS = ("managed_identity", "azure_cli")
-_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def _bad(name: str, value: str, why: str) -> Problem:
     return Problem(Failure.CONFIGURATION, f"App setting {name}={value!r} is invalid: {why}.")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -82,7 +82,7 @@ def _graph_endpoint(env: Mapping[str, str]) -> str:
         )
     if parts.scheme == "https" and host:
         return value
-    if parts.scheme == "http" and _is_loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         return value
     raise _bad("GRAPH_ENDPOINT", raw, "must be an https URL (plain http only for loopback)")
 
@@ -113,7 +113,7 @@ def _client_id(env: Mapping[str, str]) -> str | None:
     raw = env.get("AZURE_CLIENT_ID", "").strip()
     if not raw:
         return None
-    if not _GUID.fullmatch(raw):
+    if not GUID.fullmatch(raw):
         raise _bad("AZURE_CLIENT_ID", raw, "must be the client id (a GUID) of the managed identity")
     return raw.lower()
 

@@ -57,8 +57,8 @@ def check_response(
     assert declared is not None, (
         f"{method} {path} answered {status}, which is not in the definition"
     )
-    if "schema" not in declared:
-        return
+    if "schema" not in declared or (status == 401 and not body):
+        return  # the Functions host's own 401 for a missing key has no body
     schema = {"definitions": definitions or spec()["definitions"], **declared["schema"]}
     errors = list(Draft4Validator(_nullable(schema)).iter_errors(json.loads(body)))
     assert not errors, f"{method} {path} {status} does not conform: {errors[0].message}"

@@ -1,0 +1,297 @@
+"""Who may call: an Entra ID access token with our app role, on top of the function key.
+
+Off unless CALLER_TENANT_ID is set. Once set, it fails closed: incomplete or invalid settings make
+every request a 500 naming the setting, and unreachable signing keys make it a 503, never a pass.
+
+    token ─▶ header: RS256 with a kid ─▶ key from the tenant's JWKS (cached; an unknown kid
+    refreshes at most once per REFRESH_INTERVAL, one fetch at a time) ─▶ signature, exp/nbf
+    (small leeway), aud, iss (v1 or v2 form for the tenant), tid ─▶ roles holds CALLER_ROLE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+
+from shared.problems import Failure, Problem
+from shared.settings import GUID, is_loopback
+
+DEFAULT_ROLE = "Autopilot.UnassignUser"
+DEFAULT_AUTHORITY = "login.microsoftonline.com"
+# v1 tokens name the tenant on the cloud's STS host, not on the authority host.
+V1_ISSUER_HOSTS = {
+    "login.microsoftonline.com": "sts.windows.net",
+    "login.microsoftonline.us": "login.microsoftonline.us",
+    "login.chinacloudapi.cn": "sts.chinacloudapi.cn",
+}
+LEEWAY_SECONDS = 120
+REFRESH_INTERVAL_SECONDS = 300.0
+RETRY_WITHOUT_KEYS_SECONDS = 10.0
+KEYS_MAX_AGE_SECONDS = 24 * 3600.0
+FETCH_TIMEOUT_SECONDS = 5.0
+MAX_TOKEN_CHARS = 16 * 1024
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    tenant_id: str
+    audiences: tuple[str, ...]
+    role: str
+    jwks_url: str
+    issuers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called, for the audit record: never the token itself."""
+
+    kind: str
+    app_id: str | None = None
+    object_id: str | None = None
+    user: str | None = None
+    tenant_id: str | None = None
+
+    def audit(self) -> dict[str, str]:
+        fields = {
+            "kind": self.kind,
+            "appId": self.app_id,
+            "objectId": self.object_id,
+            "user": self.user,
+            "tenantId": self.tenant_id,
+        }
+        return {key: value for key, value in fields.items() if value}
+
+
+FUNCTION_KEY = Caller(kind="functionKey")
+
+
+def _bad(name: str, value: str, why: str) -> Problem:
+    return Problem(Failure.CONFIGURATION, f"App setting {name}={value!r} is invalid: {why}.")
+
+
+def _authority(env: Mapping[str, str]) -> str:
+    raw = env.get("AZURE_AUTHORITY_HOST", "").strip() or DEFAULT_AUTHORITY
+    host = raw.removeprefix("https://").rstrip("/")
+    if not host or "/" in host or ":" in host or raw.startswith("http://"):
+        raise _bad(
+            "AZURE_AUTHORITY_HOST",
+            raw,
+            "must be an authority host such as login.microsoftonline.com",
+        )
+    return host
+
+
+def _jwks_url(env: Mapping[str, str], default: str) -> str:
+    raw = env.get("CALLER_JWKS_URL", "").strip()
+    if not raw:
+        return default
+    try:
+        url = httpx.URL(raw)
+    except httpx.InvalidURL:
+        raise _bad("CALLER_JWKS_URL", raw, "not a URL") from None
+    if (url.scheme == "https" and url.host) or (url.scheme == "http" and is_loopback(url.host)):
+        return raw
+    raise _bad("CALLER_JWKS_URL", raw, "must be an https URL (plain http only for loopback)")
+
+
+def load_caller_settings(env: Mapping[str, str]) -> CallerSettings | None:
+    """None when CALLER_TENANT_ID is unset (keys only); else complete settings or a 500."""
+    tenant = env.get("CALLER_TENANT_ID", "").strip()
+    if not tenant:
+        return None
+    if not GUID.fullmatch(tenant):
+        raise _bad("CALLER_TENANT_ID", tenant, "must be the tenant id (a GUID)")
+    tenant = tenant.lower()
+    raw_audience = env.get("CALLER_AUDIENCE", "")
+    audiences = tuple(a.strip() for a in raw_audience.split(",") if a.strip())
+    if not audiences or any(" " in a for a in audiences):
+        raise _bad(
+            "CALLER_AUDIENCE",
+            raw_audience,
+            "must list the API's client id and/or App ID URI, comma-separated, when CALLER_TENANT_ID is set",
+        )
+    role = env.get("CALLER_ROLE", "").strip() or DEFAULT_ROLE
+    if any(ch.isspace() for ch in role):
+        raise _bad("CALLER_ROLE", role, "must be an app role value without spaces")
+    authority = _authority(env)
+    v1_host = V1_ISSUER_HOSTS.get(authority, authority)
+    return CallerSettings(
+        tenant_id=tenant,
+        audiences=audiences,
+        role=role,
+        jwks_url=_jwks_url(env, f"https://{authority}/{tenant}/discovery/v2.0/keys"),
+        issuers=(f"https://{authority}/{tenant}/v2.0", f"https://{v1_host}/{tenant}/"),
+    )
+
+
+def unauthenticated(detail: str = "Send an Entra ID access token for this API.") -> Problem:
+    return Problem(Failure.CALLER_UNAUTHENTICATED, detail)
+
+
+class SigningKeys:
+    """The tenant's signing keys by kid, fetched on demand and never more often than allowed."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = -math.inf
+        self._attempted_at = -math.inf
+        self._inflight: asyncio.Future[None] | None = None
+        self._failed = False
+        self.fetches = 0
+
+    async def key(self, kid: str) -> jwt.PyJWK:
+        now = self._clock()
+        if kid in self._keys and now - self._fetched_at <= KEYS_MAX_AGE_SECONDS:
+            return self._keys[kid]
+        if self._inflight is None and self._due(now):
+            self._attempted_at = now
+            self._inflight = asyncio.ensure_future(self._fetch())
+        inflight = self._inflight
+        if inflight is not None:
+            try:
+                await asyncio.shield(inflight)
+            except Problem:
+                pass  # judged below: known keys still verify, unknown ones cannot be trusted
+            finally:
+                if inflight.done() and self._inflight is inflight:
+                    self._inflight = None
+        if kid in self._keys:
+            return self._keys[kid]
+        if self._failed:
+            raise Problem(
+                Failure.SIGNING_KEYS_UNAVAILABLE,
+                "Entra ID's signing keys could not be fetched, so the token cannot be checked; "
+                "try again shortly.",
+                retry_after=RETRY_WITHOUT_KEYS_SECONDS,
+            )
+        raise unauthenticated("The access token was not signed by a current key of the tenant.")
+
+    def _due(self, now: float) -> bool:
+        """Callers sending unknown kids must not make us hammer the key endpoint."""
+        wait = REFRESH_INTERVAL_SECONDS if self._keys else RETRY_WITHOUT_KEYS_SECONDS
+        return now - self._attempted_at >= wait
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        try:
+            # A client per fetch: fetches are minutes apart, and no pool outlives its event loop.
+            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS) as client:
+                response = await client.get(self._url)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            self._failed = True
+            raise Problem(
+                Failure.SIGNING_KEYS_UNAVAILABLE, "fetching the signing keys failed"
+            ) from exc
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+            if (
+                isinstance(entry, dict)
+                and entry.get("kty") == "RSA"
+                and entry.get("use", "sig") == "sig"
+            ):
+                try:
+                    keys[str(entry["kid"])] = jwt.PyJWK(entry, algorithm="RS256")
+                except (KeyError, jwt.PyJWTError):
+                    continue
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self._failed = False
+
+
+class CallerAuth:
+    def __init__(self, settings: CallerSettings, keys: SigningKeys | None = None) -> None:
+        self.settings = settings
+        self.keys = keys or SigningKeys(settings.jwks_url)
+
+    async def authorize(self, headers: Mapping[str, str]) -> Caller:
+        claims = await self._claims(self._bearer(headers))
+        roles = claims.get("roles")
+        if not isinstance(roles, list) or self.settings.role not in roles:
+            raise Problem(
+                Failure.CALLER_FORBIDDEN,
+                f"The access token is valid but does not carry the app role {self.settings.role}.",
+            )
+        return self._caller(claims)
+
+    @staticmethod
+    def _bearer(headers: Mapping[str, str]) -> str:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
+            raise unauthenticated()
+        return token
+
+    async def _claims(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthenticated("The access token is not a valid JWT.") from None
+        kid = header.get("kid")
+        if header.get("alg") != "RS256" or not isinstance(kid, str):
+            raise unauthenticated("The access token must be signed with RS256 by Entra ID.")
+        key = await self.keys.key(kid)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=["RS256"],
+                audience=list(self.settings.audiences),
+                issuer=self.settings.issuers,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iss", "aud", "tid"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise unauthenticated(f"The access token was refused: {_reason(exc)}.") from None
+        if str(claims.get("tid", "")).lower() != self.settings.tenant_id:
+            raise unauthenticated("The access token was refused: it is for another tenant.")
+        return claims
+
+    @staticmethod
+    def _caller(claims: dict[str, Any]) -> Caller:
+        def text(*names: str) -> str | None:
+            for name in names:
+                value = claims.get(name)
+                if isinstance(value, str) and value:
+                    return value[:256]
+            return None
+
+        user_token = claims.get("idtyp") == "user" or "scp" in claims
+        return Caller(
+            kind="entraToken",
+            app_id=text("azp", "appid"),
+            object_id=text("oid"),
+            user=text("upn", "preferred_username") if user_token else None,
+            tenant_id=text("tid"),
+        )
+
+
+def _reason(exc: jwt.PyJWTError) -> str:
+    """A reason a client can act on, without echoing anything from the token."""
+    reasons: list[tuple[type[jwt.PyJWTError], str]] = [
+        (jwt.ExpiredSignatureError, "it has expired"),
+        (jwt.ImmatureSignatureError, "it is not valid yet"),
+        (jwt.InvalidAudienceError, "it is for another audience"),
+        (jwt.InvalidIssuerError, "it is from another issuer"),
+        (jwt.MissingRequiredClaimError, "a required claim is missing"),
+        (jwt.InvalidSignatureError, "its signature does not verify"),
+    ]
+    for kind, reason in reasons:
+        if isinstance(exc, kind):
+            return reason
+    return "it could not be verified"
