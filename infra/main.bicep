@@ -16,6 +16,9 @@ param resourceGroupName string = ''
 @description('Grant the Graph application permission here. Set false when the deployer holds no Entra role that may grant it; an admin then runs infra/grant-graph-permission.sh.')
 param grantGraphPermission bool = true
 
+@description('Also create the API app registration with the app role, and require callers to present an Entra ID token carrying it (on top of the function key).')
+param createApiRegistration bool = false
+
 @description('Inbound access restrictions, e.g. [{"ipAddress": "203.0.113.0/24"}] or [{"serviceTag": "LogicApps"}]. Empty: any caller with a function key.')
 param allowedInbound array = []
 
@@ -48,6 +51,14 @@ resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   tags: tags
 }
 
+module apiRegistration 'api-registration.bicep' = if (createApiRegistration) {
+  name: 'api-registration'
+  scope: rg
+  params: {
+    uniqueName: 'autopilot-unassign-${resourceToken}'
+  }
+}
+
 module app 'app/resources.bicep' = {
   name: 'autopilot-unassign'
   scope: rg
@@ -62,6 +73,8 @@ module app 'app/resources.bicep' = {
     graphWritesPerWindow: graphWritesPerWindow
     graphWriteWindowSeconds: graphWriteWindowSeconds
     maximumInstanceCount: maximumInstanceCount
+    callerTenantId: createApiRegistration ? tenant().tenantId : ''
+    callerAudience: createApiRegistration ? '${apiRegistration.outputs.appId},${apiRegistration.outputs.identifierUri}' : ''
   }
 }
 
@@ -81,3 +94,5 @@ output AZURE_CLIENT_ID string = app.outputs.identityClientId
 output IDENTITY_PRINCIPAL_ID string = app.outputs.identityPrincipalId
 output UNASSIGN_USER_URL string = app.outputs.unassignUserUrl
 output BULK_UNASSIGN_USER_URL string = app.outputs.bulkUnassignUserUrl
+output API_APP_ID string = createApiRegistration ? apiRegistration.outputs.appId : ''
+output API_IDENTIFIER_URI string = createApiRegistration ? apiRegistration.outputs.identifierUri : ''

@@ -9,6 +9,10 @@ param bulkDeadlineSeconds string
 param graphWritesPerWindow string
 param graphWriteWindowSeconds string
 param maximumInstanceCount int
+@description('Tenant whose Entra ID tokens callers must present; empty: function keys only.')
+param callerTenantId string = ''
+@description('The API app registration\'s client id and App ID URI, comma-separated.')
+param callerAudience string = ''
 
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
 // Built-in role ids (the same in every tenant).
@@ -146,6 +150,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BULK_DEADLINE_SECONDS', value: bulkDeadlineSeconds }
         { name: 'GRAPH_WRITES_PER_WINDOW', value: graphWritesPerWindow }
         { name: 'GRAPH_WRITE_WINDOW_SECONDS', value: graphWriteWindowSeconds }
+        // Caller tokens: empty tenant means function keys only (see the README).
+        { name: 'CALLER_TENANT_ID', value: callerTenantId }
+        { name: 'CALLER_AUDIENCE', value: callerAudience }
+        { name: 'CALLER_ROLE', value: 'Autopilot.UnassignUser' }
       ]
     }
     functionAppConfig: {
