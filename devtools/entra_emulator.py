@@ -52,6 +52,7 @@ class EntraEmulator(HttpEmulator):
         self.keys = [SigningKey()]
         self.jwks_requests = 0
         self.down = False
+        self.document: object | None = None  # served instead of the keys when set
         super().__init__(host=host, port=port)
 
     @property
@@ -106,4 +107,6 @@ class EntraEmulator(HttpEmulator):
             self.jwks_requests += 1
             if self.down:
                 return DROP
+            if self.document is not None:
+                return Reply(200, self.document)
             return Reply(200, {"keys": [key.jwk() for key in self.keys]})

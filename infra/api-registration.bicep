@@ -3,13 +3,14 @@
 // (Application Administrator or Cloud Application Administrator).
 extension microsoftGraphV1
 
-@description('Unique name of the app registration; its App ID URI is api://<uniqueName>.')
+@description('Unique name of the app registration; its App ID URI is api://<tenant id>/<uniqueName>.')
 param uniqueName string
 
 @description('The app role callers need (CALLER_ROLE).')
 param roleValue string = 'Autopilot.UnassignUser'
 
-var identifierUri = 'api://${uniqueName}'
+// The tenant id in the URI keeps it within Entra ID's secure identifier URI patterns.
+var identifierUri = 'api://${tenant().tenantId}/${uniqueName}'
 
 resource api 'Microsoft.Graph/applications@v1.0' = {
   uniqueName: uniqueName

@@ -43,6 +43,8 @@ param graphWriteWindowSeconds string = '20'
 param maximumInstanceCount int = 40
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+// The app role callers need when Entra ID tokens are required (CALLER_ROLE).
+var callerRole = 'Autopilot.UnassignUser'
 var tags = { 'azd-env-name': environmentName }
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -56,6 +58,7 @@ module apiRegistration 'api-registration.bicep' = if (createApiRegistration) {
   scope: rg
   params: {
     uniqueName: 'autopilot-unassign-${resourceToken}'
+    roleValue: callerRole
   }
 }
 
@@ -74,6 +77,7 @@ module app 'app/resources.bicep' = {
     graphWriteWindowSeconds: graphWriteWindowSeconds
     maximumInstanceCount: maximumInstanceCount
     callerTenantId: createApiRegistration ? tenant().tenantId : ''
+    callerRole: callerRole
     callerAudience: createApiRegistration ? '${apiRegistration.outputs.appId},${apiRegistration.outputs.identifierUri}' : ''
   }
 }

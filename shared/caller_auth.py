@@ -36,6 +36,7 @@ REFRESH_INTERVAL_SECONDS = 300.0
 RETRY_WITHOUT_KEYS_SECONDS = 10.0
 KEYS_MAX_AGE_SECONDS = 24 * 3600.0
 FETCH_TIMEOUT_SECONDS = 5.0
+MAX_JWKS_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 
 
@@ -57,6 +58,14 @@ class Caller:
     object_id: str | None = None
     user: str | None = None
     tenant_id: str | None = None
+    missing_role: str | None = None  # set when the token is valid but lacks the app role
+
+    def require_role(self) -> None:
+        if self.missing_role is not None:
+            raise Problem(
+                Failure.CALLER_FORBIDDEN,
+                f"The access token is valid but does not carry the app role {self.missing_role}.",
+            )
 
     def audit(self) -> dict[str, str]:
         fields = {
@@ -103,8 +112,13 @@ def _jwks_url(env: Mapping[str, str], default: str) -> str:
 
 def load_caller_settings(env: Mapping[str, str]) -> CallerSettings | None:
     """None when CALLER_TENANT_ID is unset (keys only); else complete settings or a 500."""
-    tenant = env.get("CALLER_TENANT_ID", "").strip()
-    if not tenant:
+    raw_tenant = env.get("CALLER_TENANT_ID", "")
+    tenant = raw_tenant.strip()
+    if not raw_tenant:
+        for name in ("CALLER_AUDIENCE", "CALLER_JWKS_URL"):
+            if env.get(name, "").strip():
+                # Half a configuration must not quietly mean "keys only": fail closed.
+                raise _bad("CALLER_TENANT_ID", raw_tenant, f"is required because {name} is set")
         return None
     if not GUID.fullmatch(tenant):
         raise _bad("CALLER_TENANT_ID", tenant, "must be the tenant id (a GUID)")
@@ -188,30 +202,45 @@ class SigningKeys:
     async def _fetch(self) -> None:
         self.fetches += 1
         try:
-            # A client per fetch: fetches are minutes apart, and no pool outlives its event loop.
-            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS) as client:
-                response = await client.get(self._url)
+            # A whole-fetch bound: httpx's timeout is per read, and a trickling endpoint must
+            # not hold every caller with an unknown kid.
+            async with asyncio.timeout(FETCH_TIMEOUT_SECONDS):
+                async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_SECONDS) as client:
+                    response = await client.get(self._url)
             response.raise_for_status()
-            document = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            self._failed = True
+            if len(response.content) > MAX_JWKS_BYTES:
+                raise ValueError("the signing-key document is too large")
+            keys = _signing_keys(response.json())
+        except (httpx.HTTPError, ValueError, TimeoutError) as exc:
+            self._failed = True  # the keys we have (if any) stay: they are still the tenant's
             raise Problem(
                 Failure.SIGNING_KEYS_UNAVAILABLE, "fetching the signing keys failed"
             ) from exc
-        keys: dict[str, jwt.PyJWK] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
-            if (
-                isinstance(entry, dict)
-                and entry.get("kty") == "RSA"
-                and entry.get("use", "sig") == "sig"
-            ):
-                try:
-                    keys[str(entry["kid"])] = jwt.PyJWK(entry, algorithm="RS256")
-                except (KeyError, jwt.PyJWTError):
-                    continue
         self._keys = keys
         self._fetched_at = self._clock()
         self._failed = False
+
+
+def _signing_keys(document: Any) -> dict[str, jwt.PyJWK]:
+    """The RSA signing keys of a JWKS document; ValueError when it holds none."""
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("not a signing-key document")
+    keys: dict[str, jwt.PyJWK] = {}
+    for entry in entries:
+        if (
+            not isinstance(entry, dict)
+            or entry.get("kty") != "RSA"
+            or entry.get("use", "sig") != "sig"
+        ):
+            continue
+        try:
+            keys[str(entry["kid"])] = jwt.PyJWK(entry, algorithm="RS256")
+        except (KeyError, jwt.PyJWTError):
+            continue
+    if not keys:
+        raise ValueError("the signing-key document holds no RSA signing key")
+    return keys
 
 
 class CallerAuth:
@@ -220,14 +249,11 @@ class CallerAuth:
         self.keys = keys or SigningKeys(settings.jwks_url)
 
     async def authorize(self, headers: Mapping[str, str]) -> Caller:
+        """The caller of a valid token; `missing_role` says when it may not call (403)."""
         claims = await self._claims(self._bearer(headers))
         roles = claims.get("roles")
-        if not isinstance(roles, list) or self.settings.role not in roles:
-            raise Problem(
-                Failure.CALLER_FORBIDDEN,
-                f"The access token is valid but does not carry the app role {self.settings.role}.",
-            )
-        return self._caller(claims)
+        allowed = isinstance(roles, list) and self.settings.role in roles
+        return self._caller(claims, None if allowed else self.settings.role)
 
     @staticmethod
     def _bearer(headers: Mapping[str, str]) -> str:
@@ -235,6 +261,8 @@ class CallerAuth:
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_CHARS:
             raise unauthenticated()
+        if not token.isascii():  # a JWT is base64url and dots; anything else is not one
+            raise unauthenticated("The access token is not a valid JWT.")
         return token
 
     async def _claims(self, token: str) -> dict[str, Any]:
@@ -263,7 +291,7 @@ class CallerAuth:
         return claims
 
     @staticmethod
-    def _caller(claims: dict[str, Any]) -> Caller:
+    def _caller(claims: dict[str, Any], missing_role: str | None) -> Caller:
         def text(*names: str) -> str | None:
             for name in names:
                 value = claims.get(name)
@@ -278,6 +306,7 @@ class CallerAuth:
             object_id=text("oid"),
             user=text("upn", "preferred_username") if user_token else None,
             tenant_id=text("tid"),
+            missing_role=missing_role,
         )
 
 

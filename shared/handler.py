@@ -118,7 +118,9 @@ async def serve(
     cid = correlation_id(lowered)
     record = audit.AuditRecord(correlationId=cid, event=event)
     try:
-        record.caller = (await authorize(lowered)).audit()
+        caller = await authorize(lowered)
+        record.caller = caller.audit()  # recorded before the role check: a 403 names who tried
+        caller.require_role()
         result = await work(lowered, record)
     except Problem as problem:
         record.outcome, record.detail = problem.failure.slug, problem.detail

@@ -110,7 +110,7 @@ def test_writes_are_paced_so_throttling_is_rare(identity: IdentityEmulator) -> N
 def test_items_out_of_time_are_listed_to_resend(identity: IdentityEmulator) -> None:
     with GraphEmulator(write_limit=3, write_window_seconds=60) as graph:
         ids = assigned_devices(graph, 6, "SLOW")
-        stack = Stack(graph, identity, BULK_DEADLINE_SECONDS="3")
+        stack = Stack(graph, identity, BULK_DEADLINE_SECONDS="10")
         try:
             devices = [{"deviceId": d} for d in ids]
             response = stack.post(BULK, json={"devices": devices, "ticketId": "RITM2"})

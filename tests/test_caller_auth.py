@@ -57,7 +57,9 @@ class Checker:
         async def one(token: str | None) -> Caller | Problem:
             headers = {} if token is None else {"authorization": f"Bearer {token}"}
             try:
-                return await self.auth.authorize(headers)
+                caller = await self.auth.authorize(headers)
+                caller.require_role()  # as the request handler does, after recording the caller
+                return caller
             except Problem as problem:
                 return problem
 
@@ -115,8 +117,8 @@ def test_without_the_role_is_403(entra: EntraEmulator) -> None:
 @pytest.mark.parametrize(
     ("overrides", "reason"),
     [
-        ({"exp": int(time.time()) - 600}, "expired"),
-        ({"nbf": int(time.time()) + 600}, "not valid yet"),
+        ({"exp": -600}, "expired"),  # seconds from now, resolved inside the test
+        ({"nbf": 600}, "not valid yet"),
         ({"aud": "api://someone-else"}, "another audience"),
         ({"iss": f"https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"}, "another issuer"),
         (
@@ -128,7 +130,9 @@ def test_without_the_role_is_403(entra: EntraEmulator) -> None:
     ],
 )
 def test_bad_claims_are_401(entra: EntraEmulator, overrides: dict[str, Any], reason: str) -> None:
-    [result] = Checker(entra)(entra.token(**overrides))
+    now = int(time.time())
+    claims = {k: now + v if k in ("exp", "nbf") else v for k, v in overrides.items()}
+    [result] = Checker(entra)(entra.token(**claims))
     assert reason in refused(result)
 
 
@@ -232,7 +236,63 @@ def test_incomplete_or_invalid_settings_are_500_naming_them(
 
 
 def test_unset_tenant_means_function_keys_only() -> None:
-    assert load_caller_settings({"CALLER_AUDIENCE": "x"}) is None
+    assert load_caller_settings({}) is None
+    assert load_caller_settings({"CALLER_TENANT_ID": "", "CALLER_ROLE": "X"}) is None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"CALLER_AUDIENCE": API_CLIENT_ID},
+        {"CALLER_JWKS_URL": "https://keys.example.com/k"},
+        {"CALLER_TENANT_ID": "   ", "CALLER_AUDIENCE": API_CLIENT_ID},
+    ],
+)
+def test_half_a_configuration_fails_closed(settings: dict[str, str]) -> None:
+    with pytest.raises(Problem) as caught:
+        load_caller_settings(settings)
+    assert caught.value.status == 500 and "CALLER_TENANT_ID" in caught.value.detail
+
+
+@pytest.mark.parametrize("document", [{"keys": None}, {"keys": 5}, {}, [1], {"keys": []}])
+def test_a_malformed_key_document_is_503_and_never_replaces_good_keys(
+    entra: EntraEmulator, document: object
+) -> None:
+    check = Checker(entra)
+    entra.document = document
+    refused(check(entra.token())[0], Failure.SIGNING_KEYS_UNAVAILABLE)
+    entra.document = None
+    check.clock.now += 11
+    assert isinstance(check(entra.token())[0], Caller)  # good keys now cached
+    entra.document = document
+    check.clock.now += 301
+    rotated = entra.rotate()
+    assert isinstance(check(entra.token())[0], Caller)  # the bad refresh kept the good keys
+    refused(check(entra.token(key=rotated))[0], Failure.SIGNING_KEYS_UNAVAILABLE)
+
+
+def test_a_trickling_key_endpoint_cannot_hold_callers(trickling_server: str) -> None:
+    settings = load_caller_settings(
+        {
+            "CALLER_TENANT_ID": TENANT_ID,
+            "CALLER_AUDIENCE": API_CLIENT_ID,
+            "CALLER_JWKS_URL": trickling_server,
+        }
+    )
+    assert settings is not None
+    auth = CallerAuth(settings)
+    token = EntraEmulator().token()  # never served: its keys are only used to sign
+    started = time.monotonic()
+
+    async def go() -> Problem:
+        try:
+            await auth.authorize({"authorization": f"Bearer {token}"})
+        except Problem as problem:
+            return problem
+        raise AssertionError("accepted")
+
+    refused(asyncio.run(go()), Failure.SIGNING_KEYS_UNAVAILABLE)
+    assert time.monotonic() - started < 30  # liveness only: the fetch is bounded at 5 s
 
 
 def test_sovereign_authority_gives_its_issuers(entra: EntraEmulator) -> None:

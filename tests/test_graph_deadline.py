@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from shared.graph import AUTOPILOT, Call, GraphClient
 from shared.identity import TokenProvider
@@ -16,40 +11,6 @@ from shared.problems import Failure, Problem
 from shared.retry import Deadline
 from shared.settings import load_settings
 from tests.fakes import CountingCredential, credential_factory
-
-
-@pytest.fixture
-def trickling_server() -> Iterator[str]:
-    """Answers every request with headers, then one body byte every 0.2 s, for a long time."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            conn.recv(65536)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
-            )
-            for _ in range(1000):
-                if stop.wait(0.2):
-                    return
-                try:
-                    conn.sendall(b" ")
-                except OSError:
-                    return
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    listener.close()
 
 
 def test_a_trickling_answer_cannot_hold_a_request_past_its_deadline(

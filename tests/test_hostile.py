@@ -17,8 +17,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devtools.entra_emulator import API_CLIENT_ID, TENANT_ID, EntraEmulator
 from devtools.graph_emulator import GraphEmulator
 from shared.audit import LOGGER_NAME
+from shared.caller_auth import CallerAuth, load_caller_settings
 from shared.graph import GraphClient
 from shared.handler import HttpResult, handle_bulk, handle_status, handle_unassign
 from shared.identity import TokenProvider
@@ -66,7 +68,7 @@ def run(
                 return await handle_bulk(headers, body, graph=lambda: client)
             if kind == "status":
                 return await handle_status(
-                    headers, route, {"serialNumber": body.decode("latin-1")}, graph=lambda: client
+                    headers, route, {"serialNumber": serial}, graph=lambda: client
                 )
             return await handle_unassign(headers, body, route, graph=lambda: client)
         finally:
@@ -187,3 +189,60 @@ def test_the_socket_suite_is_diverse() -> None:
         kinds[key] = kinds.get(key, 0) + 1
     assert len(SOCKET_CASES) == 300
     assert set(kinds) == {"UnassignUser", "UnassignUser/route", "BulkUnassignUser"}
+
+
+@pytest.fixture(scope="module")
+def entra() -> Iterator[EntraEmulator]:
+    with EntraEmulator() as emulator:
+        yield emulator
+
+
+authorization_headers = st.one_of(
+    hostile_text,
+    st.text(max_size=200),
+    st.lists(
+        st.sampled_from(["Bearer", " ", "bearer", "eyJ", ".", "=", "Basic", "\r\n"]), max_size=12
+    ).map("".join),
+    st.binary(max_size=120).map(lambda b: "Bearer " + b.decode("latin-1")),
+)
+
+
+@given(authorization_headers)
+def test_hostile_authorization_headers_never_get_through(
+    audit_lines: Captured, entra: EntraEmulator, authorization: str
+) -> None:
+    settings = load_caller_settings(
+        {
+            "CALLER_TENANT_ID": TENANT_ID,
+            "CALLER_AUDIENCE": API_CLIENT_ID,
+            "CALLER_JWKS_URL": entra.jwks_url,
+        }
+    )
+    assert settings is not None
+    auth = CallerAuth(settings)
+    audit_lines.lines.clear()
+    calls: list[httpx.Request] = []
+
+    def graph_answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500)
+
+    async def go() -> HttpResult:
+        body = json.dumps({"deviceId": GUID}).encode()
+        return await handle_unassign(
+            {"Authorization": authorization},
+            body,
+            None,
+            graph=lambda: GraphClient(
+                load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"}),
+                TokenProvider(
+                    load_settings({}), credential_factory=credential_factory(CountingCredential())
+                ),
+                transport=httpx.MockTransport(graph_answer),
+            ),
+            authorize=auth.authorize,
+        )
+
+    result = asyncio.run(go())
+    assert result.status == 401, result.body
+    assert_refused(result, len(calls), audit_lines.lines)

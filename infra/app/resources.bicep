@@ -13,6 +13,8 @@ param maximumInstanceCount int
 param callerTenantId string = ''
 @description('The API app registration\'s client id and App ID URI, comma-separated.')
 param callerAudience string = ''
+@description('The app role callers need.')
+param callerRole string
 
 var deploymentContainerName = 'app-package-${take(resourceToken, 7)}'
 // Built-in role ids (the same in every tenant).
@@ -153,7 +155,9 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         // Caller tokens: empty tenant means function keys only (see the README).
         { name: 'CALLER_TENANT_ID', value: callerTenantId }
         { name: 'CALLER_AUDIENCE', value: callerAudience }
-        { name: 'CALLER_ROLE', value: 'Autopilot.UnassignUser' }
+        { name: 'CALLER_ROLE', value: callerRole }
+        // Token issuers and signing keys follow the cloud (public, US Government, China).
+        { name: 'AZURE_AUTHORITY_HOST', value: environment().authentication.loginEndpoint }
       ]
     }
     functionAppConfig: {
