@@ -174,6 +174,13 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: 2048
+        // The function is async: one instance serves many requests at once, sharing one token
+        // and one write pace (Flex's default for Python is a single request per instance).
+        triggers: {
+          http: {
+            perInstanceConcurrency: 16
+          }
+        }
       }
       runtime: {
         name: 'python'
