@@ -6,6 +6,9 @@ every request a 500 naming the setting, and unreachable signing keys make it a 5
     token ─▶ header: RS256 with a kid ─▶ key from the tenant's JWKS (cached; an unknown kid
     refreshes at most once per REFRESH_INTERVAL, one fetch at a time) ─▶ signature, exp/nbf
     (small leeway), aud, iss (v1 or v2 form for the tenant), tid ─▶ roles holds CALLER_ROLE
+
+PyJWT (with cryptography, some 100 ms to import) is loaded only when tokens are checked, so
+deployments on function keys alone do not pay for it at cold start.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import jwt
 
 from shared.problems import Failure, Problem
 from shared.settings import GUID, is_loopback
+
+if TYPE_CHECKING:
+    import jwt
 
 DEFAULT_ROLE = "Autopilot.UnassignUser"
 DEFAULT_AUTHORITY = "login.microsoftonline.com"
@@ -223,6 +228,8 @@ class SigningKeys:
 
 def _signing_keys(document: Any) -> dict[str, jwt.PyJWK]:
     """The RSA signing keys of a JWKS document; ValueError when it holds none."""
+    import jwt
+
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list):
         raise ValueError("not a signing-key document")
@@ -266,6 +273,8 @@ class CallerAuth:
         return token
 
     async def _claims(self, token: str) -> dict[str, Any]:
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -312,6 +321,8 @@ class CallerAuth:
 
 def _reason(exc: jwt.PyJWTError) -> str:
     """A reason a client can act on, without echoing anything from the token."""
+    import jwt
+
     reasons: list[tuple[type[jwt.PyJWTError], str]] = [
         (jwt.ExpiredSignatureError, "it has expired"),
         (jwt.ImmatureSignatureError, "it is not valid yet"),
