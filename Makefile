@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint infra-check package clean
+.PHONY: run test lint infra-check package bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -38,3 +38,8 @@ package: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-checkov dist
+
+# Benchmarks next to msgraph-sdk (in its own .venv-sdk, made on first use) on the local emulators;
+# prints every figure, its ratio and the targets (docs/PERFORMANCE.md). Takes 5 to 6 minutes.
+bench: $(STAMP)
+	$(PY) -m bench.run

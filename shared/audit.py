@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 LOGGER_NAME = "autopilot.audit"
 _log = logging.getLogger(LOGGER_NAME)
@@ -39,7 +39,8 @@ class AuditRecord:
 
 
 def emit(record: AuditRecord) -> None:
-    line = json.dumps(asdict(record), ensure_ascii=True, separators=(",", ":"))
+    # vars(), not asdict(): the record is written once, a deep copy would only cost time.
+    line = json.dumps(vars(record), ensure_ascii=True, separators=(",", ":"))
     if record.httpStatus >= 500:
         _log.error(line)
     elif record.httpStatus >= 400:

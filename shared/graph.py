@@ -237,7 +237,10 @@ class GraphClient:
             self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         wait = deadline.remaining() - self._margin(method)
         try:
-            await asyncio.wait_for(self._slots.acquire(), max(0.0, wait))
+            if self._slots.locked():  # only a caller that must queue pays for a timed wait
+                await asyncio.wait_for(self._slots.acquire(), max(0.0, wait))
+            else:
+                await self._slots.acquire()
         except TimeoutError:
             if last is not None:
                 raise last from None
