@@ -13,10 +13,9 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import audit
-from shared.bulk import ItemResult, parse_bulk, report, run_bulk, whole_request_failure
 from shared.caller_auth import FUNCTION_KEY, Caller, CallerAuth, load_caller_settings
 from shared.graph import Call, GraphClient
 from shared.identity import TokenProvider
@@ -28,6 +27,9 @@ from shared.settings import load_settings
 
 JSON = "application/json; charset=utf-8"
 PROBLEM_JSON = "application/problem+json; charset=utf-8"
+
+if TYPE_CHECKING:
+    from shared.bulk import ItemResult
 
 _graph: GraphClient | None = None
 _caller_auth: CallerAuth | None = None
@@ -255,6 +257,9 @@ async def handle_bulk(
     graph: Callable[[], GraphClient] = default_graph,
     authorize: Authorize = default_authorize,
 ) -> HttpResult:
+    # Imported here: only the bulk function needs it, and every cold start would pay for it.
+    from shared.bulk import parse_bulk, report, run_bulk, whole_request_failure
+
     async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
         bulk = parse_bulk(body, lowered.get("content-type"))
         record.ticketId, record.dryRun = bulk.ticket_id, bulk.dry_run
