@@ -9,11 +9,10 @@ service's business; what Graph *said* is decoded here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,17 +192,23 @@ class GraphClient:
             self._check_time_left(method, call.deadline, last)
             token = await self.tokens.token(call.deadline)
             self._check_time_left(method, call.deadline, last)
-            if method != "GET":
+            write = method != "GET"
+            if write:
                 await self._pace(call.deadline, last)
+            try:
+                await self._take_slot(method, call.deadline, last)
+            except BaseException:
+                if write:
+                    self.pacer.unsent()
+                raise
             attempt += 1
             call.attempts += 1
             retry_after: float | None = None
             try:
-                async with self._slot(method, call.deadline, last):
-                    # httpx's timeout bounds each read, not the whole answer: a server trickling
-                    # bytes could otherwise hold an attempt far past the deadline.
-                    async with asyncio.timeout(call.deadline.attempt_timeout()):
-                        response = await self._send(method, path, params, token, call)
+                # httpx's timeout bounds each read, not the whole answer: a server trickling
+                # bytes could otherwise hold an attempt far past the deadline.
+                async with asyncio.timeout(call.deadline.attempt_timeout()):
+                    response = await self._send(method, path, params, token, call)
             except (httpx.TimeoutException, TimeoutError):
                 last = Problem(Failure.GRAPH_UNREACHABLE, "Microsoft Graph did not answer in time.")
             except httpx.TransportError as exc:
@@ -221,26 +226,32 @@ class GraphClient:
                     return response
                 retry_after = parse_retry_after(response.retry_after, time.time())
                 last = problem_for(response)
+            finally:
+                self._slots_release()
+                if write:
+                    self.pacer.sent()
             wait = plan_wait(attempt, retry_after, self._random)
+            if write and last.failure is Failure.GRAPH_THROTTLED:
+                self.pacer.hold(wait)
             if not fits(wait, call.deadline.remaining(), self._margin(method)):
                 if last.failure is Failure.GRAPH_THROTTLED:
                     last.retry_after = wait
                 raise last
             await self._sleep(wait)
 
-    @contextlib.asynccontextmanager
-    async def _slot(
-        self, method: str, deadline: Deadline, last: Problem | None
-    ) -> AsyncIterator[None]:
-        """One of MAX_IN_FLIGHT places to talk to Graph; no waiting past what an attempt needs."""
+    async def _take_slot(self, method: str, deadline: Deadline, last: Problem | None) -> None:
+        """One of MAX_IN_FLIGHT places to talk to Graph; no waiting past what an attempt needs.
+
+        The caller gives it back with `_slots_release` once the attempt is over.
+        """
         if self._slots is None:
             self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        if not self._slots.locked():  # the common case: no timer, no extra turn of the loop
+            await self._slots.acquire()
+            return
         wait = deadline.remaining() - self._margin(method)
         try:
-            if self._slots.locked():  # only a caller that must queue pays for a timed wait
-                await asyncio.wait_for(self._slots.acquire(), max(0.0, wait))
-            else:
-                await self._slots.acquire()
+            await asyncio.wait_for(self._slots.acquire(), max(0.0, wait))
         except TimeoutError:
             if last is not None:
                 raise last from None
@@ -250,10 +261,10 @@ class GraphClient:
                 "changed. Send the request again.",
                 retry_after=1,
             ) from None
-        try:
-            yield
-        finally:
-            self._slots.release()
+
+    def _slots_release(self) -> None:
+        assert self._slots is not None  # taken by _take_slot
+        self._slots.release()
 
     @staticmethod
     def _expired(response: GraphResponse) -> bool:
@@ -265,11 +276,19 @@ class GraphClient:
             return
         if last is not None:
             raise last
+        if wait.throttled:
+            raise Problem(
+                Failure.GRAPH_THROTTLED,
+                "Intune is throttling this app's writes (it answered 429 to another of them) for "
+                "longer than this request has left; nothing was changed. Try again after the "
+                "Retry-After interval.",
+                retry_after=wait.seconds,
+            )
         raise Problem(
             Failure.OUT_OF_TIME,
             "This app's own pace of Graph writes (Intune's limit) leaves no room for this change "
             "before the deadline; nothing was changed. Send the request again.",
-            retry_after=wait,
+            retry_after=wait.seconds,
         )
 
     @staticmethod

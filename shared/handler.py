@@ -24,6 +24,9 @@ from shared.request import correlation_id, parse_lookup, parse_unassign
 from shared.retry import Deadline
 from shared.service import UNASSIGNED, Device, Outcome, current, unassign
 from shared.settings import load_settings
+from shared.startup import imports_done
+
+imports_done()  # the function module, httpx and everything the worker loaded before it
 
 JSON = "application/json; charset=utf-8"
 PROBLEM_JSON = "application/problem+json; charset=utf-8"

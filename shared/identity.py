@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from shared.problems import Failure, Problem
 from shared.retry import Deadline
 from shared.settings import Settings
+from shared.startup import imports_done
 
 # azure-identity itself refreshes this early; doing the same here keeps fetches off the hot path.
 REFRESH_MARGIN_SECONDS = 300.0
@@ -65,6 +66,8 @@ def make_credential(settings: Settings, on_status: Callable[[int], None]) -> Tok
             "Function App (and set AZURE_CLIENT_ID for a user-assigned one)."
         )
     from azure.identity import ManagedIdentityCredential
+
+    imports_done()  # azure-identity, msal, requests: the largest import there is
 
     def hook(response: Any) -> None:
         on_status(int(response.http_response.status_code))

@@ -82,12 +82,24 @@ def fits(wait: float, remaining: float, margin: float = MIN_ATTEMPT_SECONDS) -> 
     return wait + margin <= remaining
 
 
-class WritePacer:
-    """At most `limit` write attempts in any `window` seconds, shared by every request of a process.
+@dataclass(frozen=True)
+class PaceWait:
+    """A write that may not be sent in time: how long it would wait, and whether for a 429."""
 
-    Intune throttles writes per app and tenant; pacing them here turns what would be a storm of
-    429s into short waits. A wait that would not end in time is not started: the caller gets its
-    length instead, as a Retry-After.
+    seconds: float
+    throttled: bool
+
+
+class WritePacer:
+    """At most `limit` writes in any `window` seconds, shared by every request of a process.
+
+    Intune throttles writes per app and tenant, counting each when it arrives. We cannot see that
+    moment, only that it lies between sending and the answer, so a write holds its place in the
+    window from when it is sent until one window after its answer: however late it arrived,
+    Intune has stopped counting it by then. A throttled write (`hold`) stops every write of the
+    process for the `Retry-After`, rather than letting each caller find the limit for itself.
+    A wait that would not end in time is not started: the caller gets its length instead, as a
+    Retry-After.
     """
 
     def __init__(
@@ -101,24 +113,50 @@ class WritePacer:
         self._window = window
         self._clock = clock
         self._sleep = sleep
-        self._starts: collections.deque[float] = collections.deque()
+        self._answered: collections.deque[float] = collections.deque()  # in time order
+        self._in_flight = 0
+        self._held_until = -math.inf
 
     def wait_needed(self) -> float:
-        """Seconds until a write may start (0 when one may start now)."""
-        now = self._clock()
-        while self._starts and self._starts[0] <= now - self._window:
-            self._starts.popleft()
-        if len(self._starts) < self._limit:
-            return 0.0
-        return self._starts[0] + self._window - now
+        """Seconds until a write may be sent (0 when one may be sent now)."""
+        return self._wait().seconds
 
-    async def acquire(self, deadline: Deadline) -> float | None:
-        """Take a write slot and return None, or return the wait that would pass the deadline."""
+    def _wait(self) -> PaceWait:
+        now = self._clock()
+        answered = self._answered
+        while answered and answered[0] <= now - self._window:
+            answered.popleft()
+        held = self._held_until - now
+        over = len(answered) + self._in_flight - self._limit + 1
+        if over <= 0:
+            return PaceWait(max(0.0, held), throttled=held > 0)
+        # A write still in flight frees its place no sooner than one window from now.
+        free = answered[over - 1] + self._window - now if over <= len(answered) else self._window
+        return PaceWait(max(held, free), throttled=held >= free)
+
+    async def acquire(self, deadline: Deadline) -> PaceWait | None:
+        """Take a place and return None, or return the wait that would pass the deadline.
+
+        Every place taken is given back with `sent` or `unsent`.
+        """
         while True:
-            wait = self.wait_needed()
-            if wait <= 0:
-                self._starts.append(self._clock())
+            wait = self._wait()
+            if wait.seconds <= 0:
+                self._in_flight += 1
                 return None
-            if wait + MIN_WRITE_SECONDS > deadline.remaining():
+            if wait.seconds + MIN_WRITE_SECONDS > deadline.remaining():
                 return wait
-            await self._sleep(wait)
+            await self._sleep(wait.seconds)
+
+    def sent(self) -> None:
+        """The write was sent and its attempt is over (answered, failed or timed out): from now."""
+        self._in_flight -= 1
+        self._answered.append(self._clock())
+
+    def unsent(self) -> None:
+        """The place was taken but nothing was sent."""
+        self._in_flight -= 1
+
+    def hold(self, seconds: float) -> None:
+        """Intune throttled a write: no write from this process for `seconds`."""
+        self._held_until = max(self._held_until, self._clock() + seconds)

@@ -6,6 +6,7 @@ No test here sleeps: the fake clock advances by exactly the waits the client ask
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 import httpx
@@ -204,3 +205,45 @@ def test_intune_text_without_a_reason_is_not_passed_through() -> None:
     result, _, _, _ = run(script)
     assert isinstance(result, GraphResponse)
     assert result.error().message == "Graph gave no readable reason."
+
+
+def test_a_throttled_write_holds_the_next_write_of_the_process() -> None:
+    # Intune's write limit is per app: once one write hears 429, the others wait it out too
+    # instead of each finding the limit for itself.
+    def second_write_after(first: httpx.Response) -> tuple[GraphResponse | Problem, Scripted]:
+        script = Scripted(first, httpx.Response(204, headers={"request-id": "ok"}))
+        clock = FakeClock()
+        settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
+        client = GraphClient(
+            settings,
+            TokenProvider(settings, credential_factory=credential_factory(CountingCredential())),
+            transport=httpx.MockTransport(script),
+            clock=clock,
+            sleep=clock.sleep,
+            random_source=lambda: 0.5,
+        )
+
+        async def go() -> GraphResponse | Problem:
+            try:
+                first_call = Call(Deadline.after(20, clock), "corr-1")
+                with contextlib.suppress(Problem):  # 30 s of Retry-After does not fit in 20 s
+                    await client.call("POST", DEVICE, first_call)
+                try:
+                    return await client.call("POST", DEVICE, Call(Deadline.after(20, clock), "c2"))
+                except Problem as problem:
+                    return problem
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go()), script
+
+    held, script = second_write_after(graph_error(429, "TooManyRequests", {"Retry-After": "30"}))
+    assert isinstance(held, Problem) and held.failure is Failure.GRAPH_THROTTLED
+    assert "Intune is throttling this app's writes" in held.detail
+    assert held.retry_after_header() == "30"
+    assert len(script.requests) == 1  # the second write was never sent
+
+    # Positive control: after a write that was not throttled, the next one is sent.
+    sent, script = second_write_after(httpx.Response(204, headers={"request-id": "first"}))
+    assert isinstance(sent, GraphResponse) and sent.status == 204
+    assert len(script.requests) == 2

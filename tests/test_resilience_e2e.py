@@ -7,6 +7,7 @@ checks (an answer well before the caller would give up), never performance asser
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from devtools.graph_emulator import DEMO_ASSIGNED_ID, Fault, GraphEmulator
 from devtools.identity_emulator import IdentityEmulator
@@ -43,8 +44,9 @@ def test_throttled_without_retry_after_backs_off_and_succeeds(
 
 
 def test_throttled_past_the_deadline_is_503_with_retry_after_at_once(
-    stack: Stack, graph: GraphEmulator
+    fresh_stack: Callable[..., Stack], graph: GraphEmulator
 ) -> None:
+    stack = fresh_stack()  # its write pace is held for 30 s afterwards: no other test shares it
     graph.inject(Fault("status", method="POST", status=429, retry_after="30", count=5))
     started = time.monotonic()
     response = stack.post(json=BODY)
@@ -56,6 +58,29 @@ def test_throttled_past_the_deadline_is_503_with_retry_after_at_once(
     assert len(graph.graph_calls("POST")) == 1  # it did not sit out a wait it could not finish
     assert elapsed < 25  # liveness: far below Graph's 30 s, whatever the machine's load
     assert user_of(graph) == ALEX
+
+
+def test_after_a_throttled_write_the_next_write_waits_without_asking_graph(
+    fresh_stack: Callable[..., Stack], graph: GraphEmulator
+) -> None:
+    other = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+    graph.add_device(other, "HOLD0001", "jo.leaver@contoso.example")
+    stack = fresh_stack()
+    graph.inject(Fault("status", method="POST", status=429, retry_after="30"))
+    assert_problem(stack.post(json=BODY), 503)
+    assert len(graph.graph_calls("POST")) == 1
+    # Intune limits writes per app: a write for another device is held too, and says why.
+    doc = assert_problem(stack.post(json={"deviceId": other}), 503)
+    assert doc["type"].endswith(":graph-throttled")
+    assert "Intune is throttling this app's writes" in doc["detail"]
+    assert 25 <= int(stack.post(json={"deviceId": other}).headers["retry-after"]) <= 30
+    assert len(graph.graph_calls("POST")) == 1  # neither of them reached Graph
+    assert user_of(graph, other) == "jo.leaver@contoso.example"
+    # Positive control: a host that was not throttled sends the same write at once.
+    control = fresh_stack()
+    assert control.post(json={"deviceId": other}).status_code == 200
+    assert len(graph.graph_calls("POST")) == 2
+    assert user_of(graph, other) == ""
 
 
 def test_fractional_retry_after_is_rounded_up(stack: Stack, graph: GraphEmulator) -> None:

@@ -9,6 +9,7 @@ from shared.retry import (
     ATTEMPT_TIMEOUT_CAP_SECONDS,
     BACKOFF_CAP_SECONDS,
     Deadline,
+    PaceWait,
     WritePacer,
     backoff,
     fits,
@@ -74,25 +75,98 @@ def test_deadline_counts_down_with_the_injected_clock() -> None:
     assert deadline.remaining() == 0
 
 
+async def _writes(pacer: WritePacer, clock: FakeClock, count: int, takes: float) -> list[float]:
+    """`count` writes one after another, each answered `takes` seconds after it is sent."""
+    deadline = Deadline.after(1000, clock)
+    sent_at = []
+    for _ in range(count):
+        assert await pacer.acquire(deadline) is None
+        sent_at.append(clock.now)
+        clock.now += takes
+        pacer.sent()
+    return sent_at
+
+
 def test_write_pacer_spaces_writes_to_the_limit_per_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(now=0.0)
     pacer = WritePacer(3, 10.0, clock, clock.sleep)
+    sent_at = asyncio.run(_writes(pacer, clock, 7, takes=0.0))
+    assert sent_at == [0.0, 0.0, 0.0, 10.0, 10.0, 10.0, 20.0]
+    assert clock.sleeps == [10.0, 10.0]  # writes 4 and 7 waited for the window to move on
 
-    async def go() -> list[float | None]:
-        deadline = Deadline.after(100, clock)
-        return [await pacer.acquire(deadline) for _ in range(7)]
 
-    assert asyncio.run(go()) == [None] * 7
-    assert clock.sleeps == [10.0, 10.0]  # slots 4 and 7 waited for the window to move on
+def test_write_pacer_counts_the_window_from_the_answer_not_the_send() -> None:
+    # Intune counts a write when it arrives, somewhere between our send and its answer: a place
+    # comes free one window after the answer, so a slow write can never be counted twice.
+    clock = FakeClock(now=0.0)
+    pacer = WritePacer(2, 10.0, clock, clock.sleep)
+    sent_at = asyncio.run(_writes(pacer, clock, 4, takes=3.0))
+    assert sent_at == [0.0, 3.0, 13.0, 16.0]  # counted from the send: [0, 3, 10, 13]
+    assert clock.sleeps == [7.0]
+
+
+def test_write_pacer_keeps_the_place_of_a_write_still_in_flight() -> None:
+    clock = FakeClock(now=0.0)
+    pacer = WritePacer(1, 10.0, clock, clock.sleep)
+
+    async def go() -> None:
+        assert await pacer.acquire(Deadline.after(100, clock)) is None
+        # Not answered yet: whenever it is, its place frees a whole window later at the soonest.
+        assert pacer.wait_needed() == 10.0
+        clock.now += 4.0
+        pacer.sent()
+        assert pacer.wait_needed() == 10.0
+        clock.now += 10.0
+        assert pacer.wait_needed() == 0.0
+
+    asyncio.run(go())
+
+
+def test_write_pacer_gives_back_a_place_nothing_was_sent_on_at_once() -> None:
+    clock = FakeClock(now=0.0)
+    pacer = WritePacer(1, 10.0, clock, clock.sleep)
+
+    async def go() -> None:
+        assert await pacer.acquire(Deadline.after(100, clock)) is None
+        pacer.unsent()
+        assert pacer.wait_needed() == 0.0
+        # Positive control: the same place, sent, is kept for the window.
+        assert await pacer.acquire(Deadline.after(100, clock)) is None
+        pacer.sent()
+        assert pacer.wait_needed() == 10.0
+
+    asyncio.run(go())
+
+
+def test_write_pacer_holds_every_write_after_a_throttled_one() -> None:
+    clock = FakeClock(now=0.0)
+    pacer = WritePacer(100, 20.0, clock, clock.sleep)
+    assert pacer.wait_needed() == 0.0
+    pacer.hold(4.0)
+    pacer.hold(1.0)  # a shorter hold never shortens a longer one
+    assert pacer.wait_needed() == 4.0
+    sent_at = asyncio.run(_writes(pacer, clock, 2, takes=0.0))
+    assert sent_at == [4.0, 4.0]
+    assert clock.sleeps == [4.0]
 
 
 def test_write_pacer_will_not_wait_past_the_deadline() -> None:
     clock = FakeClock()
     pacer = WritePacer(1, 20.0, clock, clock.sleep)
 
-    async def go() -> list[float | None]:
+    async def go() -> list[PaceWait | None]:
         deadline = Deadline.after(5, clock)
-        return [await pacer.acquire(deadline), await pacer.acquire(deadline)]
+        first = await pacer.acquire(deadline)
+        pacer.sent()
+        return [first, await pacer.acquire(deadline)]
 
-    assert asyncio.run(go()) == [None, 20.0]
+    assert asyncio.run(go()) == [None, PaceWait(20.0, throttled=False)]
     assert clock.sleeps == []
+
+
+def test_write_pacer_says_when_the_wait_is_a_hold_after_a_429() -> None:
+    clock = FakeClock()
+    pacer = WritePacer(100, 20.0, clock, clock.sleep)
+    pacer.hold(30.0)
+    wait = asyncio.run(pacer.acquire(Deadline.after(5, clock)))
+    assert wait == PaceWait(30.0, throttled=True)

@@ -40,6 +40,7 @@ with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) a
         sys.exit(f"unexpected unassign {write.status_code}: {write.text}")
 T_DONE = time.perf_counter()
 
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(
     json.dumps(
         {
@@ -49,7 +50,8 @@ print(
             "host_import_s": T_HOST - T_TOP,
             "import_s": T_IMPORTED - T_HOST,
             "first_call_s": T_DONE - T_IMPORTED,
-            "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_kib": usage.ru_maxrss,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
         }
     )
 )

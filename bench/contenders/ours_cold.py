@@ -43,6 +43,7 @@ T_DONE = time.perf_counter()
 answer = json.loads(response.get_body())
 if response.status_code != 200 or answer.get("status") != "unassigned":
     sys.exit(f"unexpected answer {response.status_code}: {answer}")
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(
     json.dumps(
         {
@@ -52,7 +53,8 @@ print(
             "host_import_s": T_HOST - T_TOP,
             "import_s": T_IMPORTED - T_HOST,
             "first_call_s": T_DONE - T_IMPORTED,
-            "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_kib": usage.ru_maxrss,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
         }
     )
 )

@@ -56,6 +56,7 @@ async def first_unassign(base: str, device_id: str) -> None:
 asyncio.run(first_unassign(os.environ["GRAPH_ENDPOINT"], os.environ["BENCH_DEVICE_ID"]))
 T_DONE = time.perf_counter()
 
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(
     json.dumps(
         {
@@ -65,7 +66,8 @@ print(
             "host_import_s": T_HOST - T_TOP,
             "import_s": T_IMPORTED - T_HOST,
             "first_call_s": T_DONE - T_IMPORTED,
-            "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "rss_kib": usage.ru_maxrss,
+            "cpu_s": usage.ru_utime + usage.ru_stime,
         }
     )
 )
