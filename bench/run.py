@@ -373,6 +373,9 @@ def cold_start(
         parts = [statistics.median(r[key] for r in rows) for key in ("host_import_s", "import_s")]
         first = statistics.median(r["first_call_s"] for r in rows)
         say(f"   {name:<12} {ms(parts[0]):>7} | {ms(parts[1]):>7} | {ms(first):>7}")
+    say("   CPU time, user + system (median of each process's own getrusage):")
+    for name, rows in reports.items():
+        say(f"   {name:<12} {ms(statistics.median(r['cpu_s'] for r in rows)):>7}")
     say("   peak RSS (median of each process's own getrusage):")
     for name, rows in reports.items():
         rss = statistics.median(r["rss_kib"] for r in rows)

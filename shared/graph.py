@@ -325,5 +325,5 @@ class GraphClient:
             response.status_code,
             _parse_json(response),
             request_id,
-            response.headers.get("retry-after"),
+            response.headers.get("retry-after") if response.status_code in RETRYABLE else None,
         )
