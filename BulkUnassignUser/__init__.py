@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.handler import handle_bulk
+from shared.startup import loading
+
+with loading():  # what this loads stays for the life of the worker (shared.startup)
+    from shared.handler import handle_bulk
 
 
 async def main(req: func.HttpRequest) -> func.HttpResponse:

@@ -24,9 +24,7 @@ from shared.request import correlation_id, parse_lookup, parse_unassign
 from shared.retry import Deadline
 from shared.service import UNASSIGNED, Device, Outcome, current, unassign
 from shared.settings import load_settings
-from shared.startup import imports_done
-
-imports_done()  # the function module, httpx and everything the worker loaded before it
+from shared.startup import loading
 
 JSON = "application/json; charset=utf-8"
 PROBLEM_JSON = "application/problem+json; charset=utf-8"
@@ -43,7 +41,8 @@ def default_graph() -> GraphClient:
     global _graph
     if _graph is None:
         settings = load_settings()
-        _graph = GraphClient(settings, TokenProvider(settings))
+        with loading():  # httpx loads httpcore and the TLS context with its first client
+            _graph = GraphClient(settings, TokenProvider(settings))
     return _graph
 
 

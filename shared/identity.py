@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from shared.problems import Failure, Problem
 from shared.retry import Deadline
 from shared.settings import Settings
-from shared.startup import imports_done
+from shared.startup import loading
 
 # azure-identity itself refreshes this early; doing the same here keeps fetches off the hot path.
 REFRESH_MARGIN_SECONDS = 300.0
@@ -55,7 +55,8 @@ def make_credential(settings: Settings, on_status: Callable[[int], None]) -> Tok
     connect = min(CONNECT_TIMEOUT_CAP_SECONDS, settings.deadline_seconds / 2)
     read = min(READ_TIMEOUT_CAP_SECONDS, settings.deadline_seconds / 2)
     if settings.credential == "azure_cli":
-        from azure.identity import AzureCliCredential
+        with loading():
+            from azure.identity import AzureCliCredential
 
         return AzureCliCredential(process_timeout=int(max(1.0, read)))
     if not (os.environ.get("IDENTITY_ENDPOINT") and os.environ.get("IDENTITY_HEADER")):
@@ -65,9 +66,8 @@ def make_credential(settings: Settings, on_status: Callable[[int], None]) -> Tok
             "IDENTITY_ENDPOINT and IDENTITY_HEADER are not set: enable a managed identity on the "
             "Function App (and set AZURE_CLIENT_ID for a user-assigned one)."
         )
-    from azure.identity import ManagedIdentityCredential
-
-    imports_done()  # azure-identity, msal, requests: the largest import there is
+    with loading():  # azure-identity, msal, requests: the largest import there is
+        from azure.identity import ManagedIdentityCredential
 
     def hook(response: Any) -> None:
         on_status(int(response.http_response.status_code))

@@ -1,13 +1,18 @@
-"""What the function imports is kept out of later garbage collections (shared.startup).
+"""What the function imports is kept out of garbage collections (shared.startup).
 
-Each probe runs in a fresh interpreter, since freezing is for the life of a process.
+The probes that count frozen objects run in a fresh interpreter, since freezing is for the life
+of a process.
 """
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+from shared.startup import loading
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +34,7 @@ def frozen_after(code: str) -> int:
 
 def test_importing_the_function_sets_what_it_loaded_aside() -> None:
     assert frozen_after("import UnassignUser") > 10_000
+    assert frozen_after("import BulkUnassignUser") > 10_000
     # Positive control: the same probe sees nothing set aside after the same libraries alone.
     assert frozen_after("import azure.functions, httpx") == 0
 
@@ -42,3 +48,49 @@ def test_the_first_credential_sets_azure_identity_aside_too() -> None:
         "make_credential(load_settings({}), lambda status: None)"
     )
     assert frozen_after(credential) > imported + 10_000
+
+
+def test_the_collector_is_paused_while_loading_and_runs_again_after() -> None:
+    assert gc.isenabled()
+    with loading():
+        assert not gc.isenabled()
+        with loading():  # nested
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    # An import that fails still gives the collector back.
+    try:
+        with loading():
+            raise ImportError("no such module")
+    except ImportError:
+        pass
+    assert gc.isenabled()
+
+
+def test_overlapping_loads_on_two_threads_leave_the_collector_running() -> None:
+    first_in, second_done = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with loading():
+            first_in.set()
+            second_done.wait(30)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_in.wait(30)
+    with loading():
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the first thread is still loading
+    second_done.set()
+    thread.join(30)
+    assert gc.isenabled()
+
+
+def test_a_collector_that_was_off_stays_off() -> None:
+    gc.disable()
+    try:
+        with loading():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
