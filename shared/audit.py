@@ -19,6 +19,8 @@ _log = logging.getLogger(LOGGER_NAME)
 
 @dataclass
 class AuditRecord:
+    """What one request did, written as one JSON line by `emit`."""
+
     correlationId: str
     event: str = "unassignUser"
     # Who called: {"kind": "functionKey"}, or the Entra ID token's app, object, user and tenant.

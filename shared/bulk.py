@@ -57,6 +57,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class BulkRequest:
+    """A validated bulk body: the inputs as sent, and what applies to all of them."""
+
     inputs: list[Any]
     items: list[UnassignRequest | Problem]
     ticket_id: str | None
@@ -65,6 +67,8 @@ class BulkRequest:
 
 @dataclass
 class ItemResult:
+    """The answer for one input of a bulk request."""
+
     input: Any
     device_id: str | None = None
     outcome: Outcome | None = None
@@ -131,6 +135,8 @@ def parse_bulk(body: bytes, content_type: str | None) -> BulkRequest:
 
 @dataclass
 class _Runner:
+    """One bulk request's shared state while its devices are worked through."""
+
     graph: GraphClient
     new_call: Callable[[], Call]
     limit: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENCY))

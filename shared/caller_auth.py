@@ -47,6 +47,8 @@ MAX_TOKEN_CHARS = 16 * 1024
 
 @dataclass(frozen=True)
 class CallerSettings:
+    """The CALLER_* settings, validated: which Entra ID tokens callers must present."""
+
     tenant_id: str
     audiences: tuple[str, ...]
     role: str

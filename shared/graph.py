@@ -58,6 +58,8 @@ class Call:
 
 @dataclass(frozen=True)
 class GraphError:
+    """Graph's error code and readable reason from an error answer."""
+
     code: str
     message: str
     request_id: str | None
@@ -65,6 +67,8 @@ class GraphError:
 
 @dataclass(frozen=True)
 class GraphResponse:
+    """A final answer from Graph: status, decoded JSON body and request id."""
+
     status: int
     body: Any
     request_id: str | None

@@ -66,6 +66,8 @@ Authorize = Callable[[Mapping[str, str]], Awaitable[Caller]]
 
 @dataclass(frozen=True)
 class HttpResult:
+    """The HTTP answer to give the caller, independent of azure.functions."""
+
     status: int
     headers: dict[str, str]
     body: bytes

@@ -39,6 +39,8 @@ class TokenCredential(Protocol):
 
 @dataclass(frozen=True)
 class Token:
+    """An access token for Graph and when it expires (epoch seconds)."""
+
     value: str
     expires_on: float
 

@@ -27,6 +27,8 @@ MIN_WRITE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Deadline:
+    """The moment a request's Graph work must be done by, on an injected clock."""
+
     expires_at: float
     clock: Clock
 

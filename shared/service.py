@@ -33,6 +33,8 @@ WOULD_UNASSIGN = "wouldUnassign"
 
 @dataclass(frozen=True)
 class Device:
+    """The Autopilot device as Graph described it."""
+
     id: str
     serial_number: str
     user_principal_name: str
@@ -73,6 +75,8 @@ class Device:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What the unassign did (or would do) to the device."""
+
     status: str
     device: Device
 

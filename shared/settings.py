@@ -40,6 +40,8 @@ GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 
 @dataclass(frozen=True)
 class Settings:
+    """The function's app settings, validated once."""
+
     graph_endpoint: str
     deadline_seconds: float
     azure_client_id: str | None
