@@ -17,8 +17,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
@@ -45,8 +44,7 @@ MAX_JWKS_BYTES = 1024 * 1024
 MAX_TOKEN_CHARS = 16 * 1024
 
 
-@dataclass(frozen=True)
-class CallerSettings:
+class CallerSettings(NamedTuple):
     """The CALLER_* settings, validated: which Entra ID tokens callers must present."""
 
     tenant_id: str
@@ -56,8 +54,7 @@ class CallerSettings:
     issuers: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Caller:
+class Caller(NamedTuple):
     """Who called, for the audit record: never the token itself."""
 
     kind: str

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -56,8 +56,7 @@ class Call:
     device: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class GraphError:
+class GraphError(NamedTuple):
     """Graph's error code and readable reason from an error answer."""
 
     code: str
@@ -65,8 +64,7 @@ class GraphError:
     request_id: str | None
 
 
-@dataclass(frozen=True)
-class GraphResponse:
+class GraphResponse(NamedTuple):
     """A final answer from Graph: status, decoded JSON body and request id."""
 
     status: int

@@ -12,8 +12,7 @@ import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shared import audit
 from shared.caller_auth import FUNCTION_KEY, Caller, CallerAuth, load_caller_settings
@@ -64,8 +63,7 @@ async def default_authorize(headers: Mapping[str, str]) -> Caller:
 Authorize = Callable[[Mapping[str, str]], Awaitable[Caller]]
 
 
-@dataclass(frozen=True)
-class HttpResult:
+class HttpResult(NamedTuple):
     """The HTTP answer to give the caller, independent of azure.functions."""
 
     status: int

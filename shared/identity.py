@@ -15,8 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from shared.problems import Failure, Problem
 from shared.retry import Deadline
@@ -37,8 +36,7 @@ class TokenCredential(Protocol):
     def get_token(self, *scopes: str) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """An access token for Graph and when it expires (epoch seconds)."""
 
     value: str

@@ -10,8 +10,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.problems import Failure, Problem
 
@@ -32,8 +31,7 @@ _SURROUNDING_WHITESPACE = " \t\r\n"
 _ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
-@dataclass(frozen=True)
-class UnassignRequest:
+class UnassignRequest(NamedTuple):
     """Exactly one of `device_id` and `serial_number` is set."""
 
     device_id: str | None

@@ -11,7 +11,7 @@ import collections
 import email.utils
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 Clock = Callable[[], float]
 
@@ -25,8 +25,7 @@ MIN_ATTEMPT_SECONDS = 0.25
 MIN_WRITE_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class Deadline:
+class Deadline(NamedTuple):
     """The moment a request's Graph work must be done by, on an injected clock."""
 
     expires_at: float
@@ -84,8 +83,7 @@ def fits(wait: float, remaining: float, margin: float = MIN_ATTEMPT_SECONDS) -> 
     return wait + margin <= remaining
 
 
-@dataclass(frozen=True)
-class PaceWait:
+class PaceWait(NamedTuple):
     """A write that may not be sent in time: how long it would wait, and whether for a 429."""
 
     seconds: float

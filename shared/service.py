@@ -17,8 +17,7 @@ Every step is safe to repeat, so a replayed ticket or a retried flow never does 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.graph import AUTOPILOT, Call, GraphClient, problem_for
 from shared.lookup import find_by_serial
@@ -31,8 +30,7 @@ ALREADY_UNASSIGNED = "alreadyUnassigned"
 WOULD_UNASSIGN = "wouldUnassign"
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """The Autopilot device as Graph described it."""
 
     id: str
@@ -73,8 +71,7 @@ class Device:
         return f"Autopilot device {self.serial_number or '(no serial)'} ({self.id})"
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What the unassign did (or would do) to the device."""
 
     status: str

@@ -20,7 +20,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from shared.problems import Failure, Problem
@@ -38,8 +38,7 @@ CREDENTIALS = ("managed_identity", "azure_cli")
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """The function's app settings, validated once."""
 
     graph_endpoint: str
