@@ -206,6 +206,7 @@ class GraphClient:
             attempt += 1
             call.attempts += 1
             retry_after: float | None = None
+            write_limited = False
             try:
                 # httpx's timeout bounds each read, not the whole answer: a server trickling
                 # bytes could otherwise hold an attempt far past the deadline.
@@ -228,12 +229,14 @@ class GraphClient:
                     return response
                 retry_after = parse_retry_after(response.retry_after, time.time())
                 last = problem_for(response)
+                # Intune's write limit is per app: what one write hears, every write would.
+                write_limited = write and response.status == 429
             finally:
                 self._slots_release()
                 if write:
                     self.pacer.sent()
             wait = plan_wait(attempt, retry_after, self._random)
-            if write and last.failure is Failure.GRAPH_THROTTLED:
+            if write_limited:
                 self.pacer.hold(wait)
             if not fits(wait, call.deadline.remaining(), self._margin(method)):
                 if last.failure is Failure.GRAPH_THROTTLED:

@@ -243,6 +243,11 @@ def test_a_throttled_write_holds_the_next_write_of_the_process() -> None:
     assert held.retry_after_header() == "30"
     assert len(script.requests) == 1  # the second write was never sent
 
+    # A 503 is one busy node, not the app's write limit: it holds nothing but its own retry.
+    sent, script = second_write_after(graph_error(503, "ServiceUnavailable", {"Retry-After": "30"}))
+    assert isinstance(sent, GraphResponse) and sent.status == 204
+    assert len(script.requests) == 2
+
     # Positive control: after a write that was not throttled, the next one is sent.
     sent, script = second_write_after(httpx.Response(204, headers={"request-id": "first"}))
     assert isinstance(sent, GraphResponse) and sent.status == 204
