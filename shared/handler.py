@@ -40,8 +40,10 @@ def default_graph() -> GraphClient:
     global _graph
     if _graph is None:
         settings = load_settings()
-        with loading():  # httpx loads httpcore and the TLS context with its first client
-            _graph = GraphClient(settings, TokenProvider(settings))
+        tokens = TokenProvider(settings)
+        tokens.prefetch()  # the token arrives while the client below is built
+        with loading():  # httpx loads httpcore and the TLS trust store with its first client
+            _graph = GraphClient(settings, tokens)
     return _graph
 
 

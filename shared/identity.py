@@ -96,6 +96,8 @@ class TokenProvider:
         self._credential: TokenCredential | None = None
         self._token: Token | None = None
         self._inflight: asyncio.Future[Token] | None = None
+        # A fetch `prefetch` started that no `token` call has waited for yet (kept if it fails).
+        self._prefetched: asyncio.Future[Token] | None = None
         self._last_status: int | None = None
         self._last_attempt = -math.inf
 
@@ -108,7 +110,8 @@ class TokenProvider:
             if self._inflight is None and now - self._last_attempt >= REFRESH_INTERVAL_SECONDS:
                 self._start_fetch()
             return cached.value
-        inflight = self._inflight or self._start_fetch()
+        inflight = self._inflight or self._prefetched or self._start_fetch()
+        self._prefetched = None
         try:
             token = await asyncio.wait_for(asyncio.shield(inflight), deadline.remaining())
         except TimeoutError:
@@ -118,6 +121,19 @@ class TokenProvider:
                 retry_after=5,
             ) from None
         return token.value
+
+    def prefetch(self) -> None:
+        """Start fetching the first token now, on the worker thread, if none is held or coming.
+
+        A cold start calls this before building the Graph client: loading the TLS trust store
+        (tens of ms) releases the GIL, so it overlaps the thread's import of azure-identity.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no event loop to fetch on: the first `token` call will start it
+        if self._token is None and self._inflight is None and self._prefetched is None:
+            self._prefetched = self._start_fetch()
 
     def _start_fetch(self) -> asyncio.Future[Token]:
         self._last_attempt = self._clock()
@@ -137,6 +153,10 @@ class TokenProvider:
         self._inflight = None
         if not future.cancelled() and future.exception() is None:
             self._token = future.result()
+            if self._prefetched is future:
+                self._prefetched = None
+        # A failed prefetch stays in `_prefetched`: the first `token` call reports its failure
+        # rather than asking the identity endpoint a second time.
 
     def _record_status(self, status: int) -> None:
         self._last_status = status

@@ -96,3 +96,66 @@ def test_an_expired_token_is_never_served() -> None:
     with pytest.raises(Problem) as caught:
         asyncio.run(go())
     assert caught.value.failure is Failure.IDENTITY_UNAVAILABLE
+
+
+async def settled(tokens: TokenProvider) -> None:
+    """Until no fetch is in flight (the worker thread is real; the wait is bounded)."""
+    for _ in range(5000):
+        if tokens._inflight is None:  # private, but the one thing a test cannot observe otherwise
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("the token fetch never finished")
+
+
+def test_a_prefetched_token_is_the_one_the_first_call_gets() -> None:
+    clock = FakeClock()
+    credential = ExpiringCredential(clock, life=3600)
+    tokens = tokens_over(credential, clock)
+
+    async def go() -> list[str]:
+        tokens.prefetch()
+        tokens.prefetch()  # a second prefetch adds nothing
+        got = [await tokens.token(Deadline.after(5, clock)) for _ in range(3)]
+        tokens.prefetch()  # a token is held: nothing to fetch
+        return got
+
+    assert asyncio.run(go()) == ["token-1"] * 3
+    assert credential.issued == 1
+
+
+def test_a_failed_prefetch_is_reported_once_then_the_next_call_fetches_again() -> None:
+    clock = FakeClock()
+    credential = ExpiringCredential(clock, life=3600)
+    credential.failing = True
+    tokens = tokens_over(credential, clock)
+
+    async def go() -> tuple[Problem, str]:
+        tokens.prefetch()
+        await settled(tokens)  # it failed before anyone asked for the token
+        assert credential.issued == 1
+        with pytest.raises(Problem) as caught:
+            await tokens.token(Deadline.after(5, clock))
+        assert credential.issued == 1  # the prefetch's failure, not a second request
+        credential.failing = False
+        return caught.value, await tokens.token(Deadline.after(5, clock))
+
+    problem, token = asyncio.run(go())
+    assert problem.failure is Failure.IDENTITY_UNAVAILABLE
+    assert token == "token-2"  # recovered: a failure is reported once, never cached
+    assert credential.issued == 2
+
+
+def test_prefetch_outside_an_event_loop_does_nothing() -> None:
+    clock = FakeClock()
+    credential = ExpiringCredential(clock, life=3600)
+    tokens = tokens_over(credential, clock)
+    tokens.prefetch()
+    assert credential.issued == 0
+    # Positive control: inside a loop, the same call starts the fetch.
+    asyncio.run(_prefetch_and_wait(tokens))
+    assert credential.issued == 1
+
+
+async def _prefetch_and_wait(tokens: TokenProvider) -> None:
+    tokens.prefetch()
+    await settled(tokens)
