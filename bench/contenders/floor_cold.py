@@ -12,10 +12,8 @@ import time
 T_TOP = time.perf_counter()
 
 import asyncio  # noqa: F401 - loaded by the host
-import json
 import logging
 import os
-import resource
 import sys
 
 import azure.functions  # noqa: F401 - loaded by the host
@@ -40,18 +38,6 @@ with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) a
         sys.exit(f"unexpected unassign {write.status_code}: {write.text}")
 T_DONE = time.perf_counter()
 
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(
-    json.dumps(
-        {
-            "contender": "floor",
-            "done_at": T_DONE,
-            "script_s": T_DONE - T_TOP,
-            "host_import_s": T_HOST - T_TOP,
-            "import_s": T_IMPORTED - T_HOST,
-            "first_call_s": T_DONE - T_IMPORTED,
-            "rss_kib": usage.ru_maxrss,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-        }
-    )
-)
+from coldreport import report  # after the clock stopped
+
+report("floor", T_TOP, T_HOST, T_IMPORTED, T_DONE)

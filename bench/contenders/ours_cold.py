@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import os
-import resource
 import sys
 from pathlib import Path
 
@@ -43,18 +42,6 @@ T_DONE = time.perf_counter()
 answer = json.loads(response.get_body())
 if response.status_code != 200 or answer.get("status") != "unassigned":
     sys.exit(f"unexpected answer {response.status_code}: {answer}")
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(
-    json.dumps(
-        {
-            "contender": "ours",
-            "done_at": T_DONE,
-            "script_s": T_DONE - T_TOP,
-            "host_import_s": T_HOST - T_TOP,
-            "import_s": T_IMPORTED - T_HOST,
-            "first_call_s": T_DONE - T_IMPORTED,
-            "rss_kib": usage.ru_maxrss,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-        }
-    )
-)
+from coldreport import report  # after the clock stopped
+
+report("ours", T_TOP, T_HOST, T_IMPORTED, T_DONE)

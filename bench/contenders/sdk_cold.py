@@ -14,10 +14,8 @@ import time
 T_TOP = time.perf_counter()
 
 import asyncio
-import json
 import logging
 import os
-import resource
 import sys
 from urllib.parse import urlsplit
 
@@ -56,18 +54,6 @@ async def first_unassign(base: str, device_id: str) -> None:
 asyncio.run(first_unassign(os.environ["GRAPH_ENDPOINT"], os.environ["BENCH_DEVICE_ID"]))
 T_DONE = time.perf_counter()
 
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(
-    json.dumps(
-        {
-            "contender": "msgraph-sdk",
-            "done_at": T_DONE,
-            "script_s": T_DONE - T_TOP,
-            "host_import_s": T_HOST - T_TOP,
-            "import_s": T_IMPORTED - T_HOST,
-            "first_call_s": T_DONE - T_IMPORTED,
-            "rss_kib": usage.ru_maxrss,
-            "cpu_s": usage.ru_utime + usage.ru_stime,
-        }
-    )
-)
+from coldreport import report  # after the clock stopped
+
+report("msgraph-sdk", T_TOP, T_HOST, T_IMPORTED, T_DONE)
