@@ -1,6 +1,6 @@
 """What imports leave behind lives as long as the worker: no garbage collection over it.
 
-Loading azure-identity, httpx and this package allocates a few hundred thousand objects, and the
+Loading azure-identity, httpx and this package allocates tens of thousands of objects, and the
 collector runs every 700 allocations, walking more of them each time: tens of milliseconds of a
 cold start on a small instance, for objects that are never garbage. `loading()` pauses the
 collector while such a batch of imports runs, then `gc.freeze()` moves everything that exists
