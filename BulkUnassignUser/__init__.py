@@ -11,5 +11,5 @@ with loading():  # what this loads stays for the life of the worker (shared.star
 
 
 async def main(req: func.HttpRequest) -> func.HttpResponse:
-    result = await handle_bulk(dict(req.headers), req.get_body())
+    result = await handle_bulk(dict(req.headers), req.get_body(), dict(req.params))
     return func.HttpResponse(body=result.body, status_code=result.status, headers=result.headers)

@@ -12,9 +12,10 @@ with loading():  # what this loads stays for the life of the worker (shared.star
 
 async def main(req: func.HttpRequest) -> func.HttpResponse:
     device_id = req.route_params.get("deviceId") or None
+    params = dict(req.params)
     result: HttpResult
     if req.method == "GET":
-        result = await handle_status(dict(req.headers), device_id, dict(req.params))
+        result = await handle_status(dict(req.headers), device_id, params)
     else:
-        result = await handle_unassign(dict(req.headers), req.get_body(), device_id)
+        result = await handle_unassign(dict(req.headers), req.get_body(), device_id, params)
     return func.HttpResponse(body=result.body, status_code=result.status, headers=result.headers)

@@ -35,12 +35,28 @@ class Incoming:
 
 @dataclass(frozen=True)
 class Reply:
-    """What to answer: ``body`` is JSON-serialisable, None sends no body."""
+    """What to answer: ``body`` is JSON-serialisable, None sends no body.
+
+    ``raw`` is sent instead, byte for byte, with only the headers given (no Content-Type is
+    added), so a reply can be anything a broken server or a proxy might send. Content-Length is
+    always computed here; one in ``headers`` is ignored. 204, 304 and 1xx answers carry no body
+    whatever is given, as HTTP requires: a client would not read it, and the bytes left on a
+    kept-alive connection would be taken for the start of the next answer.
+    """
 
     status: int
     body: object = None
     headers: Mapping[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without answering at all
+    raw: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.raw is not None and self.body is not None:
+            raise ValueError("a reply has a JSON body or a raw one, not both")
+
+
+def _bodiless(status: int) -> bool:
+    return status < 200 or status in (204, 304)
 
 
 DROP = Reply(0, drop=True)
@@ -77,13 +93,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        data = b"" if reply.body is None else json.dumps(reply.body).encode()
+        if reply.raw is not None:
+            data = reply.raw
+        else:
+            data = b"" if reply.body is None else json.dumps(reply.body).encode()
+        if _bodiless(reply.status):
+            data = b""
         self.send_response(reply.status)
         for name, value in reply.headers.items():
-            self.send_header(name, value)
+            if name.lower() != "content-length":
+                self.send_header(name, value)
         if reply.body is not None:
             self.send_header("Content-Type", "application/json")
-        if reply.status != 204:
+        if not _bodiless(reply.status):
             self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

@@ -4,7 +4,8 @@ Real Graph needs a tenant, an Intune licence and a consented permission, and it 
 throttle, time out or answer stale data on cue. This emulator keeps devices in memory, checks
 emulator tokens (``devtools.tokens``), answers in Graph's shapes (``request-id`` headers, Graph
 error bodies, Intune's JSON-in-a-string messages) and misbehaves when told to, so the function's
-retry and error handling can be exercised locally and in tests.
+retry and error handling can be exercised locally and in tests. Like Graph, it refuses a
+``client-request-id`` that is not a GUID with 400 before anything else.
 
 Where the real service is undocumented, the emulator chooses: unassigning a device that has no
 user answers 400 BadRequest "Device has no user assigned"; ``contains(serialNumber,'...')`` with a
@@ -43,7 +44,13 @@ DEMO_DEFAULT_STRING_IDS = (
     "1a9c6e3f-8d2b-4f7a-b5c1-3e8d0f6a9b75",
     "7d4f1b8c-5e2a-4c9d-8b36-2a7e9c4f1d86",
 )
-FAULT_KINDS = frozenset({"status", "expired_token", "slow", "drop", "drop_after", "stale"})
+FAULT_KINDS = frozenset({
+    "status", "expired_token", "slow", "drop", "drop_after", "stale",
+    "garbage", "content_type", "huge", "nested", "nested_message", "act_then",
+})  # fmt: skip
+# Kinds answered by the fault itself, without doing what was asked.
+_INSTEAD = frozenset({"status", "expired_token", "drop", "garbage", "huge", "nested",
+                      "nested_message"})  # fmt: skip
 
 _NEVER = "0001-01-01T00:00:00Z"
 _BOARD = "Default string"
@@ -86,23 +93,55 @@ _STATUS_DEFAULTS = {
 }  # fmt: skip
 _FAULT_JSON = {"kind": "kind", "method": "method", "deviceId": "device_id", "count": "count",
                "status": "status", "retryAfter": "retry_after", "delay": "delay", "code": "code",
-               "intune": "intune", "userPrincipalName": "user_principal_name"}  # fmt: skip
+               "intune": "intune", "userPrincipalName": "user_principal_name",
+               "encoding": "encoding", "size": "size", "depth": "depth",
+               "reassignTo": "reassign_to"}  # fmt: skip
+# Microsoft Graph's REST API docs (request headers; throttling guidance) describe
+# client-request-id as "a client-generated GUID", and at least one Graph workload refuses anything
+# else with 400 "Client-Request-Id is not a guid". Braces and missing hyphens are refused too.
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+# A header value http.server can send: no CR, LF or other controls, Latin-1 only.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+# Cut-off, truncated, not UTF-8, not JSON, and not gzip either (no 1f 8b magic).
+_GARBAGE = b'{"error": {"code": "Serv\xff\xfe\x00\x8b<!-- \xc3\x28 truncated'
+# What a captive portal or an intercepting proxy answers in place of Graph.
+_PORTAL_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in to continue</title></head>\n"
+    b"<body><h1>Network login required</h1><p>Sign in to use this network.</p></body></html>\n"
+)
+_MAX_BODY = 1 << 30  # a typo in a size or depth must not exhaust the test machine's memory
 
 
 @dataclass
 class Fault:
-    """A misbehaviour for the next ``count`` requests matching ``method`` and ``device_id``."""
+    """A misbehaviour for the next ``count`` requests matching ``method`` and ``device_id``.
+
+    Kinds that answer instead of doing what was asked: "status" (a Graph error), "expired_token",
+    "drop" (no answer), "garbage" (bytes that are not JSON, labelled JSON), "huge" (a valid body
+    of ``size`` bytes), "nested" (JSON nested ``depth`` deep), "nested_message" (a Graph error
+    whose message is such JSON in a string, as Intune puts JSON in messages) and "content_type"
+    (an HTML page with the status the request would have had, as a captive portal sends).
+    Kinds that do what was asked: "slow" (after ``delay``), "stale" (reads only: an old user),
+    "drop_after" (then no answer) and "act_then" (then the "status" error: the write happened,
+    the client is told it failed).
+    """
 
     kind: str
     method: str | None = None  # None: any method
     device_id: str | None = None  # None: any request; otherwise only that device's
     count: int = 1
-    status: int = 503  # for "status"
-    retry_after: str | None = None  # sent verbatim as Retry-After by "status"
+    status: int = 503  # of every kind that answers with its own status
+    retry_after: str | None = None  # sent verbatim as Retry-After by every kind that answers
     delay: float = 0.0  # for "slow"
-    code: str | None = None  # Graph error code for "status"; defaults by status
-    intune: bool = False  # "status" nests its message as Intune does
+    code: str | None = None  # Graph error code of the error bodies; defaults by status
+    intune: bool = False  # "status", "act_then" and "huge" nest the message as Intune does
     user_principal_name: str | None = None  # for "stale"; None: the user before the unassign
+    encoding: str | None = None  # "gzip": "garbage" also claims Content-Encoding: gzip
+    size: int = 9 * 1024 * 1024  # bytes of a "huge" body
+    depth: int = 100_000  # nesting of "nested" and "nested_message"
+    # A device's user becomes this as the fault fires ("" for nobody), as if an admin had just
+    # reassigned it in the portal; for kinds that answer instead, the asked action is not done.
+    reassign_to: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -113,9 +152,18 @@ class Fault:
             raise ValueError("status must be an HTTP status code")
         if type(self.delay) not in (int, float) or self.delay < 0 or type(self.intune) is not bool:
             raise ValueError("delay must be a non-negative number and intune a boolean")
-        for name in ("method", "device_id", "retry_after", "code", "user_principal_name"):
+        for name in ("method", "device_id", "retry_after", "code", "user_principal_name",
+                     "encoding", "reassign_to"):  # fmt: skip
             if not isinstance(getattr(self, name), str | None):
                 raise ValueError(f"{name} must be a string")
+        if self.retry_after is not None and not _HEADER_VALUE.fullmatch(self.retry_after):
+            raise ValueError("retry_after must be sendable as a header: no line breaks")
+        if self.encoding not in (None, "gzip"):
+            raise ValueError('encoding must be "gzip" or absent')
+        if type(self.size) is not int or not 1 <= self.size <= _MAX_BODY:
+            raise ValueError(f"size must be an integer from 1 to {_MAX_BODY}")
+        if type(self.depth) is not int or not 1 <= self.depth <= _MAX_BODY // 2:
+            raise ValueError(f"depth must be an integer from 1 to {_MAX_BODY // 2}")
 
 
 @dataclass(frozen=True)
@@ -126,6 +174,10 @@ class RecordedRequest:
     client_request_id: str | None
     token: str | None
     time: float
+    status: int | None = None  # as answered; 0 when the connection was dropped instead
+    # A device read's userPrincipalName as the answer showed it (None: not a device read, or
+    # not a readable one), so tests can tell what a client saw before it wrote.
+    shown_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -275,11 +327,28 @@ class GraphEmulator(HttpEmulator):
                 return self._control(call)
             except (ValueError, TypeError) as exc:
                 return self._error(call, 400, "BadRequest", f"Bad control request: {exc}")
+        entry = RecordedRequest(incoming.method, incoming.path, incoming.query,
+                                call.client_request_id, call.token, time.time())  # fmt: skip
         with self._lock:
-            self._log.append(
-                RecordedRequest(incoming.method, incoming.path, incoming.query,
-                                call.client_request_id, call.token, time.time())
-            )  # fmt: skip
+            self._log.append(entry)
+            index = len(self._log) - 1
+        reply = self._answer_graph(call)
+        body = reply.body if isinstance(reply.body, dict) and reply.raw is None else {}
+        shown = body.get("userPrincipalName") if "@odata.context" in body else None
+        answered = dataclasses.replace(
+            entry, status=reply.status, shown_user=shown if isinstance(shown, str) else None
+        )
+        with self._lock:
+            if index < len(self._log) and self._log[index] is entry:  # not cleared meanwhile
+                self._log[index] = answered
+        return reply
+
+    def _answer_graph(self, call: _Call) -> Reply:
+        incoming = call.incoming
+        client_id = call.client_request_id
+        if client_id is not None and not _GUID.fullmatch(client_id.strip(" \t")):
+            # Refused before the token or any fault is looked at, as Graph does (see _GUID).
+            return self._error(call, 400, "BadRequest", "Client-Request-Id is not a guid.")
         if denied := self._authenticate(call):
             return denied
         action, device_id = self._route(unquote(incoming.path))
@@ -291,18 +360,46 @@ class GraphEmulator(HttpEmulator):
             message = f"The HTTP method '{incoming.method}' is not allowed for this resource."
             return self._error(call, 405, "MethodNotAllowed", message, {"Allow": allowed})
         fault = self._take_fault(incoming.method, action, device_id)
-        kind = fault.kind if fault else ""
-        if fault and kind in ("status", "expired_token", "drop"):
-            return self._fault_reply(call, fault)
-        if fault and kind == "slow":
+        if fault is None:
+            return self._perform(call, action, device_id, None)
+        if fault.reassign_to is not None and device_id:
+            self._reassign(device_id, fault.reassign_to)
+        if fault.kind in _INSTEAD:
+            return self._fault_reply(call, fault, action, device_id)
+        if fault.kind == "slow":
             time.sleep(fault.delay)
+        if fault.kind == "content_type":
+            # A portal answers in Graph's place, so the write never reaches Graph; the status
+            # is the one Graph would have given, 200 for a 204 since a 204 cannot carry a page.
+            if action == "unassign":
+                reply = self._unassign(call, device_id, write=False)
+            else:
+                reply = self._perform(call, action, device_id, None)
+            headers = {"Content-Type": "text/html; charset=utf-8"} | _retry_after(fault)
+            return Reply(
+                200 if reply.status == 204 else reply.status, None, headers, raw=_PORTAL_PAGE
+            )
+        reply = self._perform(call, action, device_id, fault if fault.kind == "stale" else None)
+        if fault.kind == "drop_after":
+            return DROP
+        if fault.kind == "act_then":
+            return self._fault_reply(call, fault, action, device_id)
+        return reply
+
+    def _perform(self, call: _Call, action: str, device_id: str, stale: Fault | None) -> Reply:
+        """Do what the request asks and answer as Graph would."""
         if action == "list":
-            reply = self._list(call)
-        elif action == "get":
-            reply = self._get(call, device_id, fault if kind == "stale" else None)
-        else:
-            reply = self._throttle(call) or self._unassign(call, device_id)
-        return DROP if kind == "drop_after" else reply
+            return self._list(call)
+        if action == "get":
+            return self._get(call, device_id, stale)
+        return self._throttle(call) or self._unassign(call, device_id)
+
+    def _reassign(self, device_id: str, upn: str) -> None:
+        with self._lock:
+            device = self._devices.get(device_id)
+            if device is not None:
+                device["userPrincipalName"] = upn
+                device["addressableUserName"] = _display_name(upn)
 
     @staticmethod
     def _route(path: str) -> tuple[str, str]:
@@ -347,7 +444,8 @@ class GraphEmulator(HttpEmulator):
         message = f"Write limit: {self._write_limit} per {self._write_window:g} seconds."
         return self._error(call, 429, "TooManyRequests", message, {"Retry-After": str(wait)})
 
-    def _unassign(self, call: _Call, device_id: str) -> Reply:
+    def _unassign(self, call: _Call, device_id: str, *, write: bool = True) -> Reply:
+        """Unassign and answer; with ``write`` False only the answer it would give."""
         with self._lock:
             device = self._devices.get(device_id)
             if device is None:
@@ -355,9 +453,10 @@ class GraphEmulator(HttpEmulator):
             elif not device["userPrincipalName"]:
                 reason = "Device has no user assigned"
             else:
-                upn, name = device["userPrincipalName"], device["addressableUserName"]
-                self._previous_users[device_id] = (upn, name)
-                device["userPrincipalName"] = device["addressableUserName"] = ""
+                if write:
+                    upn, name = device["userPrincipalName"], device["addressableUserName"]
+                    self._previous_users[device_id] = (upn, name)
+                    device["userPrincipalName"] = device["addressableUserName"] = ""
                 return self._reply(call, 204)
         return self._error(call, 400, "BadRequest", self._intune(call, reason))
 
@@ -409,21 +508,62 @@ class GraphEmulator(HttpEmulator):
             body["@odata.nextLink"] = f"{self.base_url}{DEVICES_PATH}?{query}"
         return self._reply(call, 200, body)
 
-    def _fault_reply(self, call: _Call, fault: Fault) -> Reply:
+    def _fault_reply(self, call: _Call, fault: Fault, action: str, device_id: str) -> Reply:
+        """The answer of a fault that answers with its own status ("act_then" as "status")."""
+        headers = _retry_after(fault)
         if fault.kind == "drop":
             return DROP
         if fault.kind == "expired_token":
             message = "Lifetime validation failed, the token is expired."
-            return self._error(call, 401, "InvalidAuthenticationToken", message)
+            return self._error(call, 401, "InvalidAuthenticationToken", message, headers)
+        if fault.kind == "garbage":
+            headers["Content-Type"] = "application/json"
+            if fault.encoding == "gzip":
+                headers["Content-Encoding"] = "gzip"  # _GARBAGE has no gzip header: undecodable
+            return self._reply(call, fault.status, None, headers, raw=_GARBAGE)
+        if fault.kind == "nested":
+            # Written out flat: building it as Python objects would hit the recursion limit.
+            raw = b'{"error":' + b"[" * fault.depth + b"]" * fault.depth + b"}"
+            headers["Content-Type"] = "application/json"
+            return self._reply(call, fault.status, None, headers, raw=raw)
         code, message = _STATUS_DEFAULTS.get(fault.status, ("UnknownError", "Injected failure."))
-        if fault.intune:
+        if fault.kind == "nested_message":
+            message = '{"Message":' + "[" * fault.depth + "]" * fault.depth + "}"
+        elif fault.intune:
             message = self._intune(
                 call, message if fault.status == 403 else "An error has occurred"
             )
-        if fault.intune and fault.status == 401:
-            message = json.dumps({"ErrorCode": "Forbidden", "Message": message})
-        headers = {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
-        return self._error(call, fault.status, fault.code or code, message, headers)
+            if fault.status == 401:
+                message = json.dumps({"ErrorCode": "Forbidden", "Message": message})
+        reply = self._error(call, fault.status, fault.code or code, message, headers)
+        if fault.kind != "huge":
+            return reply
+        document = cast(dict[str, Any], reply.body)
+        holder, key = document["error"], "message"
+        if 200 <= fault.status < 300:
+            document = self._device_document(action, device_id)
+            holder, key = (document["value"][0] if action == "list" else document), "displayName"
+        # json.dumps writes ASCII only, so each padding character is one byte and the body comes
+        # out at exactly ``size``. Trailing spaces keep an Intune JSON-in-a-string message valid.
+        holder[key] += " " * max(0, fault.size - len(json.dumps(document)))
+        headers = {**reply.headers, "Content-Type": "application/json"}
+        return Reply(fault.status, None, headers, raw=json.dumps(document).encode())
+
+    def _device_document(self, action: str, device_id: str) -> dict[str, Any]:
+        """What a 2xx answer to ``action`` looks like: the device as stored, or one like it."""
+        with self._lock:
+            found = self._devices.get(device_id)
+            device: dict[str, Any] = (
+                dict(found)
+                if found is not None
+                else {"id": device_id or ZERO_GUID, "serialNumber": "", "userPrincipalName": "",
+                      "addressableUserName": "", **_FIELDS}
+            )  # fmt: skip
+        if action == "list":
+            return {"@odata.context": f"{self.base_url}/v1.0/$metadata#{_ENTITY_SET}",
+                    "value": [device]}  # fmt: skip
+        return {"@odata.context": f"{self.base_url}/v1.0/$metadata#{_ENTITY_SET}/$entity",
+                **device}  # fmt: skip
 
     def _control(self, call: _Call) -> Reply:
         """The /_emulator endpoints for trying things by hand; ValueError/TypeError mean 400."""
@@ -476,12 +616,17 @@ class GraphEmulator(HttpEmulator):
 
     @staticmethod
     def _reply(
-        call: _Call, status: int, body: object = None, headers: dict[str, str] | None = None
+        call: _Call,
+        status: int,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+        *,
+        raw: bytes | None = None,
     ) -> Reply:
         every = {"request-id": call.request_id}
         if call.client_request_id is not None:
             every["client-request-id"] = call.client_request_id
-        return Reply(status, body, every | (headers or {}))
+        return Reply(status, body, every | (headers or {}), raw=raw)
 
     @staticmethod
     def _error(
@@ -494,3 +639,13 @@ class GraphEmulator(HttpEmulator):
         }
         body = {"error": {"code": code, "message": message, "innerError": inner}}
         return GraphEmulator._reply(call, status, body, headers)
+
+
+def _retry_after(fault: Fault) -> dict[str, str]:
+    return {} if fault.retry_after is None else {"Retry-After": fault.retry_after}
+
+
+def _display_name(upn: str) -> str:
+    """What Intune shows for a user: "alex.wilber@contoso.example" -> "Alex Wilber"."""
+    parts = re.split(r"[._-]+", upn.partition("@")[0])
+    return " ".join(part.capitalize() for part in parts if part)

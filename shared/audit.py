@@ -22,6 +22,9 @@ class AuditRecord:
     """What one request did, written as one JSON line by `emit`."""
 
     correlationId: str
+    # What Graph was sent as client-request-id: the correlation id when it is a GUID, else a
+    # GUID made for the request.
+    graphClientRequestId: str = ""
     event: str = "unassignUser"
     # Who called: {"kind": "functionKey"}, or the Entra ID token's app, object, user and tenant.
     caller: dict[str, str] = field(default_factory=lambda: {"kind": "unknown"})

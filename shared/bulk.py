@@ -9,21 +9,24 @@
       │                           the process's write pace (shared.retry.WritePacer)
     report one result per input, in input order
 
-A failure that would fail every device alike (identity, permission, settings) stops new work at
-once: nothing more reaches Graph, and every input not yet done reports that same failure.
+A failure that would fail every device alike (identity, permission, settings), or an error of
+our own, stops new work at once: no further write starts (one already sent is awaited), and every
+input not yet done reports that failure. Once any write has been sent, the answer is the
+per-input report, never a problem saying that nothing changed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared.graph import Call, GraphClient
 from shared.lookup import find_by_serial
-from shared.problems import Failure, Problem
+from shared.problems import MAX_RETRY_AFTER_SECONDS, Failure, Problem
 from shared.request import (
     UnassignRequest,
     check_content_type,
@@ -32,8 +35,10 @@ from shared.request import (
     invalid,
     known_fields,
     parse_body,
+    printable_echo,
     target,
     ticket_id,
+    user_key,
 )
 from shared.service import ALREADY_UNASSIGNED, UNASSIGNED, WOULD_UNASSIGN, Outcome, unassign
 
@@ -85,6 +90,14 @@ class ItemResult:
     @property
     def http_status(self) -> int:
         return 200 if self.problem is None else self.problem.status
+
+    @property
+    def previous_user(self) -> str | None:
+        """The user this input removed (or, in a dry run, would remove)."""
+        outcome = self.outcome
+        if outcome is None or outcome.status == ALREADY_UNASSIGNED:
+            return None
+        return outcome.device.user_principal_name or None
 
     @property
     def detail(self) -> str:
@@ -142,7 +155,11 @@ class _Runner:
     limit: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENCY))
     stopped: Problem | None = None
 
+    def halted(self) -> Problem | None:
+        return self.stopped
+
     async def run(self, work: Callable[[Call], Awaitable[T]], call: Call) -> T | Problem:
+        call.halted = self.halted  # no write starts once the request has stopped
         async with self.limit:
             if self.stopped is not None:
                 return self.stopped
@@ -150,12 +167,24 @@ class _Runner:
                 return await work(call)
             except Problem as problem:
                 if problem.failure in WHOLE_REQUEST:
-                    self.stopped = problem
+                    self.stopped = self.stopped or problem
                 return problem
+            except Exception:  # noqa: BLE001 - ours, not the device's: stop, report, log the trace
+                self.stopped = self.stopped or Problem(
+                    Failure.INTERNAL,
+                    "Not done: the request stopped after an unexpected error on another input; "
+                    "nothing was changed for this device. Send it again.",
+                )
+                return Problem(
+                    Failure.INTERNAL,
+                    "An unexpected error occurred; nothing is known to have changed for this "
+                    "device. Quote the correlation id when reporting it.",
+                    trace=traceback.format_exc(),
+                )
 
 
 def _agreed_upn(requests: list[UnassignRequest]) -> str | None:
-    wanted = {r.expected_upn.casefold(): r.expected_upn for r in requests if r.expected_upn}
+    wanted = {user_key(r.expected_upn): r.expected_upn for r in requests if r.expected_upn}
     if len(wanted) > 1:
         raise invalid(
             "The same device is named more than once with different expectedUserPrincipalName "
@@ -219,8 +248,16 @@ async def run_bulk(
 
 
 def whole_request_failure(results: list[ItemResult]) -> Problem | None:
-    """The one failure every input shares, when it is about the app rather than any device."""
+    """The one failure that answers the whole request, when no write was sent for any input.
+
+    Once a write has started, only the per-input report tells the truth about what changed.
+    """
+    if any(r.call is not None and r.call.writes_sent for r in results):
+        return None
     problems = [r.problem for r in results]
+    for problem in problems:
+        if problem is not None and problem.failure is Failure.INTERNAL and problem.trace:
+            return problem
     if any(p is None for p in problems):
         return None
     failures = {p.failure for p in problems if p is not None}
@@ -230,20 +267,18 @@ def whole_request_failure(results: list[ItemResult]) -> Problem | None:
     return None
 
 
-def report(results: list[ItemResult], bulk: BulkRequest, correlation_id: str) -> dict[str, Any]:
+def report(results: list[ItemResult], bulk: BulkRequest, call: Call) -> dict[str, Any]:
     entries = []
     for index, result in enumerate(results):
         seen = result.call.device if result.call is not None else {}
         entry = {
             "index": index,
-            "input": result.input,
+            "input": printable_echo(result.input),
             "deviceId": result.device_id,
             "serialNumber": seen.get("serialNumber"),
             "status": result.status,
             "httpStatus": result.http_status,
-            "previousUserPrincipalName": (
-                seen.get("userPrincipalName") or None if result.outcome else None
-            ),
+            "previousUserPrincipalName": result.previous_user,
             "detail": result.detail,
         }
         if result.problem is not None and "candidates" in result.problem.extra:
@@ -257,7 +292,8 @@ def report(results: list[ItemResult], bulk: BulkRequest, correlation_id: str) ->
         summary[status] = sum(1 for r in results if r.outcome and r.outcome.status == status)
     doc: dict[str, Any] = {
         "ticketId": bulk.ticket_id,
-        "correlationId": correlation_id,
+        "correlationId": call.correlation_id,
+        "graphClientRequestId": call.client_request_id,
         "dryRun": bulk.dry_run,
         "summary": summary,
         "results": entries,
@@ -274,6 +310,6 @@ def report(results: list[ItemResult], bulk: BulkRequest, correlation_id: str) ->
     }
     if retry:
         waits = [r.problem.retry_after or 1.0 for r in retry if r.problem is not None]
-        doc["retryAfter"] = max(1, math.ceil(max(waits)))
-        doc["resend"] = [r.input for r in retry]
+        doc["retryAfter"] = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(max(waits))))
+        doc["resend"] = [printable_echo(r.input) for r in retry]
     return doc

@@ -85,8 +85,9 @@ class Caller(NamedTuple):
 FUNCTION_KEY = Caller(kind="functionKey")
 
 
-def _bad(name: str, value: str, why: str) -> Problem:
-    return Problem(Failure.CONFIGURATION, f"App setting {name}={value!r} is invalid: {why}.")
+def _bad(name: str, why: str) -> Problem:
+    """A 500 naming the setting and what is wrong, never its value (it may be an internal URL)."""
+    return Problem(Failure.CONFIGURATION, f"App setting {name} is invalid: {why}.")
 
 
 def _authority(env: Mapping[str, str]) -> str:
@@ -94,9 +95,7 @@ def _authority(env: Mapping[str, str]) -> str:
     host = raw.removeprefix("https://").rstrip("/")
     if not host or "/" in host or ":" in host or raw.startswith("http://"):
         raise _bad(
-            "AZURE_AUTHORITY_HOST",
-            raw,
-            "must be an authority host such as login.microsoftonline.com",
+            "AZURE_AUTHORITY_HOST", "must be an authority host such as login.microsoftonline.com"
         )
     return host
 
@@ -108,10 +107,10 @@ def _jwks_url(env: Mapping[str, str], default: str) -> str:
     try:
         url = httpx.URL(raw)
     except httpx.InvalidURL:
-        raise _bad("CALLER_JWKS_URL", raw, "not a URL") from None
+        raise _bad("CALLER_JWKS_URL", "not a URL") from None
     if (url.scheme == "https" and url.host) or (url.scheme == "http" and is_loopback(url.host)):
         return raw
-    raise _bad("CALLER_JWKS_URL", raw, "must be an https URL (plain http only for loopback)")
+    raise _bad("CALLER_JWKS_URL", "must be an https URL (plain http only for loopback)")
 
 
 def load_caller_settings(env: Mapping[str, str]) -> CallerSettings | None:
@@ -122,22 +121,21 @@ def load_caller_settings(env: Mapping[str, str]) -> CallerSettings | None:
         for name in ("CALLER_AUDIENCE", "CALLER_JWKS_URL"):
             if env.get(name, "").strip():
                 # Half a configuration must not quietly mean "keys only": fail closed.
-                raise _bad("CALLER_TENANT_ID", raw_tenant, f"is required because {name} is set")
+                raise _bad("CALLER_TENANT_ID", f"is required because {name} is set")
         return None
     if not GUID.fullmatch(tenant):
-        raise _bad("CALLER_TENANT_ID", tenant, "must be the tenant id (a GUID)")
+        raise _bad("CALLER_TENANT_ID", "must be the tenant id (a GUID)")
     tenant = tenant.lower()
     raw_audience = env.get("CALLER_AUDIENCE", "")
     audiences = tuple(a.strip() for a in raw_audience.split(",") if a.strip())
     if not audiences or any(" " in a for a in audiences):
         raise _bad(
             "CALLER_AUDIENCE",
-            raw_audience,
             "must list the API's client id and/or App ID URI, comma-separated, when CALLER_TENANT_ID is set",
         )
     role = env.get("CALLER_ROLE", "").strip() or DEFAULT_ROLE
     if any(ch.isspace() for ch in role):
-        raise _bad("CALLER_ROLE", role, "must be an app role value without spaces")
+        raise _bad("CALLER_ROLE", "must be an app role value without spaces")
     authority = _authority(env)
     v1_host = V1_ISSUER_HOSTS.get(authority, authority)
     return CallerSettings(
@@ -151,6 +149,18 @@ def load_caller_settings(env: Mapping[str, str]) -> CallerSettings | None:
 
 def unauthenticated(detail: str = "Send an Entra ID access token for this API.") -> Problem:
     return Problem(Failure.CALLER_UNAUTHENTICATED, detail)
+
+
+_FAILED = "could not be fetched"
+_LATE = "did not arrive in the time this request has left"
+
+
+def _keys_unavailable(why: str) -> Problem:
+    return Problem(
+        Failure.SIGNING_KEYS_UNAVAILABLE,
+        f"Entra ID's signing keys {why}, so the token cannot be checked; try again shortly.",
+        retry_after=RETRY_WITHOUT_KEYS_SECONDS,
+    )
 
 
 class SigningKeys:
@@ -171,32 +181,48 @@ class SigningKeys:
         self._failed = False
         self.fetches = 0
 
-    async def key(self, kid: str) -> jwt.PyJWK:
+    async def key(self, kid: str, *, budget: float | None = None) -> jwt.PyJWK:
+        """The key for `kid`, waiting for a fetch at most `budget` seconds (None: no own limit).
+
+        The fetch is shared by all callers and bounded by FETCH_TIMEOUT_SECONDS on its own; a
+        caller whose request has less time left than that stops waiting when its time is up (a
+        503 to retry) and leaves the fetch running for the others. Keys already held for `kid`
+        are used whenever a fresh copy cannot be waited for.
+        """
         now = self._clock()
         if kid in self._keys and now - self._fetched_at <= KEYS_MAX_AGE_SECONDS:
             return self._keys[kid]
-        if self._inflight is None and self._due(now):
+        start = self._inflight is None and self._due(now)
+        if budget is not None and budget <= 0 and (start or self._inflight is not None):
+            return self._held(kid, _keys_unavailable(_LATE))  # and nothing new is started
+        if start:
             self._attempted_at = now
             self._inflight = asyncio.ensure_future(self._fetch())
+            self._inflight.add_done_callback(self._settled)
         inflight = self._inflight
         if inflight is not None:
             try:
-                await asyncio.shield(inflight)
+                await asyncio.wait_for(asyncio.shield(inflight), budget)
+            except TimeoutError:
+                return self._held(kid, _keys_unavailable(_LATE))
             except Problem:
                 pass  # judged below: known keys still verify, unknown ones cannot be trusted
-            finally:
-                if inflight.done() and self._inflight is inflight:
-                    self._inflight = None
+        if self._failed:
+            return self._held(kid, _keys_unavailable(_FAILED))
+        return self._held(
+            kid, unauthenticated("The access token was not signed by a current key of the tenant.")
+        )
+
+    def _held(self, kid: str, otherwise: Problem) -> jwt.PyJWK:
         if kid in self._keys:
             return self._keys[kid]
-        if self._failed:
-            raise Problem(
-                Failure.SIGNING_KEYS_UNAVAILABLE,
-                "Entra ID's signing keys could not be fetched, so the token cannot be checked; "
-                "try again shortly.",
-                retry_after=RETRY_WITHOUT_KEYS_SECONDS,
-            )
-        raise unauthenticated("The access token was not signed by a current key of the tenant.")
+        raise otherwise
+
+    def _settled(self, inflight: asyncio.Future[None]) -> None:
+        if self._inflight is inflight:
+            self._inflight = None
+        if not inflight.cancelled():
+            inflight.exception()  # marked as seen: every waiter may have stopped waiting already
 
     def _due(self, now: float) -> bool:
         """Callers sending unknown kids must not make us hammer the key endpoint."""
@@ -254,9 +280,13 @@ class CallerAuth:
         self.settings = settings
         self.keys = keys or SigningKeys(settings.jwks_url)
 
-    async def authorize(self, headers: Mapping[str, str]) -> Caller:
-        """The caller of a valid token; `missing_role` says when it may not call (403)."""
-        claims = await self._claims(self._bearer(headers))
+    async def authorize(self, headers: Mapping[str, str], *, budget: float | None = None) -> Caller:
+        """The caller of a valid token; `missing_role` says when it may not call (403).
+
+        `budget` is the seconds the request has left: a signing-key fetch is waited for no
+        longer (see SigningKeys.key). None leaves only the fetch's own bound.
+        """
+        claims = await self._claims(self._bearer(headers), budget)
         roles = claims.get("roles")
         allowed = isinstance(roles, list) and self.settings.role in roles
         return self._caller(claims, None if allowed else self.settings.role)
@@ -271,7 +301,7 @@ class CallerAuth:
             raise unauthenticated("The access token is not a valid JWT.")
         return token
 
-    async def _claims(self, token: str) -> dict[str, Any]:
+    async def _claims(self, token: str, budget: float | None) -> dict[str, Any]:
         import jwt
 
         try:
@@ -281,7 +311,7 @@ class CallerAuth:
         kid = header.get("kid")
         if header.get("alg") != "RS256" or not isinstance(kid, str):
             raise unauthenticated("The access token must be signed with RS256 by Entra ID.")
-        key = await self.keys.key(kid)
+        key = await self.keys.key(kid, budget=budget)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

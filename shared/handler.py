@@ -12,17 +12,18 @@ import os
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shared import audit
 from shared.caller_auth import FUNCTION_KEY, Caller, CallerAuth, load_caller_settings
-from shared.graph import Call, GraphClient
+from shared.graph import Call, GraphClient, graph_request_id
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
-from shared.request import correlation_id, parse_lookup, parse_unassign
+from shared.request import check_query, correlation_id, parse_lookup, parse_unassign
 from shared.retry import Deadline
 from shared.service import UNASSIGNED, Device, Outcome, current, unassign
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 from shared.startup import loading
 
 JSON = "application/json; charset=utf-8"
@@ -47,11 +48,12 @@ def default_graph() -> GraphClient:
     return _graph
 
 
-async def default_authorize(headers: Mapping[str, str]) -> Caller:
+async def default_authorize(headers: Mapping[str, str], remaining: Callable[[], float]) -> Caller:
     """The function key only, or also an Entra ID token with our app role (CALLER_* settings).
 
     Settings are read on every request, so a half-done configuration fails every request (500)
-    rather than letting any through.
+    rather than letting any through. Fetching the tenant's signing keys counts against the
+    request's deadline (`remaining` seconds).
     """
     global _caller_auth
     settings = load_caller_settings(os.environ)
@@ -59,10 +61,12 @@ async def default_authorize(headers: Mapping[str, str]) -> Caller:
         return FUNCTION_KEY
     if _caller_auth is None or _caller_auth.settings != settings:
         _caller_auth = CallerAuth(settings)
-    return await _caller_auth.authorize(headers)
+    return await _caller_auth.authorize(headers, budget=remaining())
 
 
-Authorize = Callable[[Mapping[str, str]], Awaitable[Caller]]
+# Who is calling, from the request's headers and the seconds its deadline leaves.
+Authorize = Callable[[Mapping[str, str], Callable[[], float]], Awaitable[Caller]]
+NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
 class HttpResult(NamedTuple):
@@ -78,7 +82,8 @@ class HttpResult(NamedTuple):
 
 def _result(status: int, content_type: str, doc: dict[str, Any], cid: str) -> HttpResult:
     headers = {"Content-Type": content_type, "X-Correlation-Id": cid, "Cache-Control": "no-store"}
-    return HttpResult(status, headers, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    # ASCII-escaped: no string, not even a lone surrogate, can make the answer fail to encode.
+    return HttpResult(status, headers, json.dumps(doc).encode("ascii"))
 
 
 def _success(outcome: Outcome, ticket_id: str | None, call: Call) -> HttpResult:
@@ -91,6 +96,7 @@ def _success(outcome: Outcome, ticket_id: str | None, call: Call) -> HttpResult:
         "previousAddressableUserName": device.addressable_user_name or None,
         "ticketId": ticket_id,
         "correlationId": call.correlation_id,
+        "graphClientRequestId": call.client_request_id,
         "graphRequestIds": call.request_ids,
         "message": outcome.message(),
     }
@@ -99,6 +105,7 @@ def _success(outcome: Outcome, ticket_id: str | None, call: Call) -> HttpResult:
 
 def _problem(problem: Problem, cid: str, record: audit.AuditRecord) -> HttpResult:
     doc = problem.body(cid)
+    doc["graphClientRequestId"] = record.graphClientRequestId
     for key in ("deviceId", "ticketId"):
         value = getattr(record, key)
         if value is not None:
@@ -112,24 +119,35 @@ def _problem(problem: Problem, cid: str, record: audit.AuditRecord) -> HttpResul
     return result
 
 
-Work = Callable[[dict[str, str], audit.AuditRecord], Awaitable[HttpResult]]
+# The work of one request: its lowered headers, its audit record, and when it started (monotonic).
+Work = Callable[[dict[str, str], audit.AuditRecord, float], Awaitable[HttpResult]]
+DeadlineOf = Callable[[Settings], float]
 
 
 async def serve(
-    headers: Mapping[str, str], event: str, work: Work, authorize: Authorize
+    headers: Mapping[str, str],
+    event: str,
+    work: Work,
+    authorize: Authorize,
+    deadline_of: DeadlineOf = lambda settings: settings.deadline_seconds,
 ) -> HttpResult:
     """Check the caller, run the work: every failure becomes a problem, every request one record."""
-    started = time.perf_counter()
+    started = time.monotonic()
     lowered = {key.lower(): value for key, value in headers.items()}
     cid = correlation_id(lowered)
-    record = audit.AuditRecord(correlationId=cid, event=event)
+    record = audit.AuditRecord(cid, graph_request_id(cid), event)
+
+    def remaining() -> float:
+        return deadline_of(load_settings()) - (time.monotonic() - started)
+
     try:
-        caller = await authorize(lowered)
+        caller = await authorize(lowered, remaining)
         record.caller = caller.audit()  # recorded before the role check: a 403 names who tried
         caller.require_role()
-        result = await work(lowered, record)
+        result = await work(lowered, record, started)
     except Problem as problem:
         record.outcome, record.detail = problem.failure.slug, problem.detail
+        record.trace = problem.trace
         result = _problem(problem, cid, record)
     except Exception:  # noqa: BLE001 - the caller gets a correlation id, the log the trace
         record.outcome, record.trace = Failure.INTERNAL.slug, traceback.format_exc()
@@ -143,14 +161,19 @@ async def serve(
             record,
         )
     record.httpStatus = result.status
-    record.durationMs = round((time.perf_counter() - started) * 1000)
+    record.durationMs = round((time.monotonic() - started) * 1000)
     audit.emit(record)
     return result
 
 
-def new_call(client: GraphClient, record: audit.AuditRecord, seconds: float | None = None) -> Call:
-    deadline = Deadline.after(seconds or client.settings.deadline_seconds, client.clock)
-    return Call(deadline, record.correlationId)
+def new_call(
+    client: GraphClient, record: audit.AuditRecord, seconds: float, started: float
+) -> Call:
+    """The request's Graph work, in what is left of its deadline since it `started`."""
+    left = seconds - (time.monotonic() - started)
+    return Call(
+        Deadline.after(left, client.clock), record.correlationId, record.graphClientRequestId
+    )
 
 
 @contextlib.contextmanager
@@ -168,16 +191,20 @@ async def handle_unassign(
     headers: Mapping[str, str],
     body: bytes,
     route_device_id: str | None,
+    params: Mapping[str, str] = NO_PARAMS,
     *,
     graph: Callable[[], GraphClient] = default_graph,
     authorize: Authorize = default_authorize,
 ) -> HttpResult:
-    async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
+    async def work(
+        lowered: dict[str, str], record: audit.AuditRecord, started: float
+    ) -> HttpResult:
+        check_query(params)  # an option in the URL would be silently ignored: refuse it
         request = parse_unassign(body, route_device_id, lowered.get("content-type"))
         record.deviceId, record.ticketId = request.device_id, request.ticket_id
         record.dryRun = request.dry_run
         client = graph()
-        call = new_call(client, record)
+        call = new_call(client, record, client.settings.deadline_seconds, started)
         with recorded(call, record):
             outcome = await unassign(client, request, call)
         record.outcome = outcome.status
@@ -196,11 +223,13 @@ async def handle_status(
     graph: Callable[[], GraphClient] = default_graph,
     authorize: Authorize = default_authorize,
 ) -> HttpResult:
-    async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
+    async def work(
+        lowered: dict[str, str], record: audit.AuditRecord, started: float
+    ) -> HttpResult:
         request = parse_lookup(route_device_id, params)
         record.deviceId = request.device_id
         client = graph()
-        call = new_call(client, record)
+        call = new_call(client, record, client.settings.deadline_seconds, started)
         with recorded(call, record):
             device = await current(client, request, call)
         record.outcome = "assigned" if device.user_principal_name else "notAssigned"
@@ -220,6 +249,7 @@ def _assignment(device: Device, call: Call) -> dict[str, Any]:
         "enrollmentState": device.enrollment_state or None,
         "lastContactedDateTime": device.last_contacted or None,
         "correlationId": call.correlation_id,
+        "graphClientRequestId": call.client_request_id,
         "graphRequestIds": call.request_ids,
         "message": (
             f"{device.name()} is assigned to {user}."
@@ -234,8 +264,10 @@ def _item_record(
 ) -> audit.AuditRecord:
     call = result.call
     device = call.device if call is not None else {}
+    problem = result.problem
     return audit.AuditRecord(
         correlationId=parent.correlationId,
+        graphClientRequestId=parent.graphClientRequestId,
         caller=parent.caller,
         event="bulkUnassignItem",
         itemIndex=index,
@@ -243,20 +275,20 @@ def _item_record(
         deviceId=result.device_id,
         serialNumber=device.get("serialNumber"),
         dryRun=dry,
-        previousUserPrincipalName=(
-            device.get("userPrincipalName") if result.status == UNASSIGNED else None
-        ),
+        previousUserPrincipalName=result.previous_user if result.status == UNASSIGNED else None,
         outcome=result.status,
         httpStatus=result.http_status,
         graphRequestIds=call.request_ids if call is not None else [],
         attempts=call.attempts if call is not None else 0,
-        detail=result.problem.detail if result.problem is not None else None,
+        detail=problem.detail if problem is not None else None,
+        trace=problem.trace if problem is not None else None,
     )
 
 
 async def handle_bulk(
     headers: Mapping[str, str],
     body: bytes,
+    params: Mapping[str, str] = NO_PARAMS,
     *,
     graph: Callable[[], GraphClient] = default_graph,
     authorize: Authorize = default_authorize,
@@ -264,21 +296,37 @@ async def handle_bulk(
     # Imported here: only the bulk function needs it, and every cold start would pay for it.
     from shared.bulk import parse_bulk, report, run_bulk, whole_request_failure
 
-    async def work(lowered: dict[str, str], record: audit.AuditRecord) -> HttpResult:
+    async def work(
+        lowered: dict[str, str], record: audit.AuditRecord, started: float
+    ) -> HttpResult:
+        check_query(params)  # an option in the URL would be silently ignored: refuse it
         bulk = parse_bulk(body, lowered.get("content-type"))
         record.ticketId, record.dryRun = bulk.ticket_id, bulk.dry_run
         client = graph()
-        deadline = Deadline.after(client.settings.bulk_deadline_seconds, client.clock)
-        cid = record.correlationId
-        results = await run_bulk(client, bulk, lambda: Call(deadline, cid))
+        seconds = client.settings.bulk_deadline_seconds
+        request_call = new_call(client, record, seconds, started)
+        deadline = request_call.deadline
+        results = await run_bulk(
+            client,
+            bulk,
+            lambda: Call(deadline, record.correlationId, record.graphClientRequestId),
+        )
         for index, result in enumerate(results):
             audit.emit(_item_record(index, result, bulk.ticket_id, bulk.dry_run, record))
         whole = whole_request_failure(results)
         if whole is not None:
             raise whole
-        doc = report(results, bulk, cid)
+        doc = report(results, bulk, request_call)
         record.outcome = "completed" if doc["summary"]["failed"] == 0 else "partial"
         record.detail = doc["message"]
-        return _result(200 if record.outcome == "completed" else 207, JSON, doc, cid)
+        return _result(
+            200 if record.outcome == "completed" else 207, JSON, doc, record.correlationId
+        )
 
-    return await serve(headers, "bulkUnassignUser", work, authorize)
+    return await serve(
+        headers,
+        "bulkUnassignUser",
+        work,
+        authorize,
+        lambda settings: settings.bulk_deadline_seconds,
+    )

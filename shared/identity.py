@@ -122,6 +122,11 @@ class TokenProvider:
             ) from None
         return token.value
 
+    def ready(self) -> bool:
+        """Whether `token` would answer at once, from the token held, without waiting for a fetch."""
+        cached = self._token
+        return cached is not None and cached.expires_on - self._clock() > MIN_TOKEN_LIFE_SECONDS
+
     def prefetch(self) -> None:
         """Start fetching the first token now, on the worker thread, if none is held or coming.
 
@@ -193,7 +198,7 @@ class TokenProvider:
             )
         if isinstance(exc, ClientAuthenticationError) or status is not None:
             who = (
-                f"the user-assigned identity with AZURE_CLIENT_ID={self._settings.azure_client_id}"
+                "the user-assigned identity named by AZURE_CLIENT_ID"
                 if self._settings.azure_client_id
                 else "the system-assigned identity (set AZURE_CLIENT_ID for a user-assigned one)"
             )

@@ -31,6 +31,9 @@ import enum
 import math
 from typing import Any
 
+# No answer of ours asks a caller to wait longer than this, whatever Graph said.
+MAX_RETRY_AFTER_SECONDS = 300
+
 
 class Failure(enum.Enum):
     INVALID_REQUEST = ("invalid-request", 400, "The request is not valid")
@@ -82,6 +85,7 @@ class Problem(Exception):
         graph_request_id: str | None = None,
         retry_after: float | None = None,
         extra: dict[str, Any] | None = None,
+        trace: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.failure = failure
@@ -90,6 +94,7 @@ class Problem(Exception):
         self.graph_request_id = graph_request_id
         self.retry_after = retry_after
         self.extra = extra or {}
+        self.trace = trace  # for the log when the failure is ours, never for the caller
 
     @property
     def status(self) -> int:
@@ -98,7 +103,10 @@ class Problem(Exception):
     def retry_after_header(self) -> str | None:
         if self.retry_after is None:
             return None
-        return str(max(1, math.ceil(self.retry_after)))
+        seconds = self.retry_after
+        if not math.isfinite(seconds) or seconds > MAX_RETRY_AFTER_SECONDS:
+            return str(MAX_RETRY_AFTER_SECONDS)
+        return str(max(1, math.ceil(seconds)))
 
     def body(self, correlation_id: str) -> dict[str, Any]:
         doc: dict[str, Any] = {

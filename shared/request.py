@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -29,6 +30,14 @@ _CORRELATION = _TICKET
 # Copy-paste from tickets brings spaces, tabs and line breaks around an id; nothing else is trimmed.
 _SURROUNDING_WHITESPACE = " \t\r\n"
 _ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+# A name from the caller is repeated in an answer only when it cannot carry anything but itself.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}", re.ASCII)
+MAX_NAMED = 5
+# The Functions host's own function key parameter: checked (and consumed) before we run.
+_HOST_KEY_PARAMETER = "code"
+# json.loads turns an escaped "\ud800" into a lone surrogate: a str that is not text.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 class UnassignRequest(NamedTuple):
@@ -43,6 +52,56 @@ class UnassignRequest(NamedTuple):
 
 def invalid(detail: str) -> Problem:
     return Problem(Failure.INVALID_REQUEST, detail)
+
+
+def plain_name(name: str) -> str | None:
+    """`name` when it is safe to repeat in an answer (1 to 64 of A-Z a-z 0-9 . _ -), else None.
+
+    Anything else the caller sent may be a secret pasted into the wrong place, a control
+    character or markup; it is described, never echoed.
+    """
+    return name if isinstance(name, str) and _PLAIN_NAME.fullmatch(name) else None
+
+
+def _unknown(names: list[str], noun: str, plural: str) -> str:
+    """Names the plain ones (at most MAX_NAMED) and counts the rest: "unknown fields 'a' and 2 more"."""
+    plain = sorted(name for name in names if plain_name(name) is not None)
+    named = [f"'{name}'" for name in plain[:MAX_NAMED]]
+    others = len(names) - len(named)
+    if not named:
+        return f"an unexpected {noun}" if others == 1 else f"{others} unexpected {plural}"
+    kind = noun if len(names) == 1 else plural
+    if others:
+        return f"unknown {kind} {', '.join(named)} and {others} more"
+    if len(named) == 1:
+        return f"unknown {kind} {named[0]}"
+    return f"unknown {kind} {', '.join(named[:-1])} and {named[-1]}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def check_query(params: Mapping[str, str], allowed: tuple[str, ...] = ()) -> None:
+    """A 400 for any query parameter outside `allowed` (exact names), rather than ignoring it.
+
+    A parameter we do not read is a caller's mistake (a `dryRun=true` that would be ignored on a
+    write is the dangerous one), so it is refused. The host's function key `code`, in any case,
+    is not ours to judge and is never named. Values are never echoed.
+    """
+    unexpected = [
+        name
+        for name in params
+        if name not in allowed and not (name.isascii() and name.lower() == _HOST_KEY_PARAMETER)
+    ]
+    if not unexpected:
+        return
+    what = _unknown(unexpected, "query parameter", "query parameters")
+    if allowed:
+        hint = f"the query string accepts only {', '.join(allowed)}."
+    else:
+        hint = "POST takes no query parameters: send options in the JSON body."
+    raise invalid(f"{_sentence(what)}; {hint}")
 
 
 def _has_control(text: str) -> bool:
@@ -91,6 +150,11 @@ def expected_upn(value: object) -> str:
             "expectedUserPrincipalName must be a string (omit the field to skip the check)."
         )
     text = value.strip(_SURROUNDING_WHITESPACE)
+    if not text.isascii():
+        raise invalid(
+            "expectedUserPrincipalName must be ASCII: user principal names are ASCII "
+            "(omit the field to skip the check)."
+        )
     if not text or len(text) > MAX_UPN_LENGTH or _has_control(text) or "@" not in text:
         raise invalid(
             "expectedUserPrincipalName must be a user principal name such as "
@@ -99,11 +163,28 @@ def expected_upn(value: object) -> str:
     return text
 
 
+def user_key(upn: str) -> str:
+    """The form user names are grouped and compared by: A-Z lowered, nothing else touched.
+
+    Entra ID compares user principal names (which are ASCII) without regard to ASCII case.
+    Unicode case folding would make 'STRASSE' equal 'straße' and a long s (U+017F) equal s:
+    names that are different users.
+    """
+    return upn.translate(_ASCII_LOWER)
+
+
+def same_user(a: str, b: str) -> bool:
+    """Whether two user principal names name the same user (ASCII case-insensitive only)."""
+    return user_key(a) == user_key(b)
+
+
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise invalid(f"The JSON body names {key!r} more than once.")
+            name = plain_name(key)
+            named = f"'{name}'" if name else "a field"
+            raise invalid(f"The JSON body names {named} more than once.")
         seen[key] = value
     return seen
 
@@ -117,10 +198,7 @@ def check_content_type(content_type: str | None) -> None:
         return
     media = content_type.split(";", 1)[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
-        raise Problem(
-            Failure.UNSUPPORTED_MEDIA_TYPE,
-            f"Content-Type must be application/json, not {media[:64]!r}.",
-        )
+        raise Problem(Failure.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.")
 
 
 def dry_run(value: object) -> bool:
@@ -130,12 +208,75 @@ def dry_run(value: object) -> bool:
 
 
 def known_fields(data: dict[str, Any], fields: tuple[str, ...], where: str = "") -> None:
-    unknown = sorted(key for key in data if key not in fields)
+    """A 400 for any field outside `fields`; only plain names are repeated back."""
+    unknown = [key for key in data if key not in fields]
     if unknown:
-        names = ", ".join(repr(key[:64]) for key in unknown[:5])
-        raise invalid(
-            f"Unknown field(s) {names}{where}; the allowed fields are {', '.join(fields)}."
-        )
+        what = _unknown(unknown, "field", "fields")
+        raise invalid(f"{_sentence(what)}{where}; the allowed fields are {', '.join(fields)}.")
+
+
+def _holds_surrogate(value: Any) -> bool:
+    """Whether any string in a decoded JSON value (keys included) holds a surrogate code point.
+
+    A loop over a work list, not recursion: the value may be as deep as json.loads allows.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _reject_surrogates(data: dict[str, Any]) -> None:
+    """A 400 for a lone surrogate anywhere: it cannot be logged, audited or sent on as UTF-8."""
+    for key, value in data.items():
+        if _holds_surrogate(key) or _holds_surrogate(value):
+            name = plain_name(key) or "A field"
+            raise invalid(
+                f"{name} holds a lone UTF-16 surrogate (\\ud800 to \\udfff), which is not "
+                "text; nothing was changed."
+            )
+
+
+def printable_echo(value: Any) -> Any:
+    """A copy of a JSON-like value safe to encode as UTF-8: lone surrogates become U+FFFD.
+
+    For echoing caller input back (the bulk report). It never raises: other types are kept as
+    they are, non-string keys are kept, a container met twice is copied once (so even a cycle
+    ends), and the walk is a loop rather than recursion. Two keys that differ only in their
+    surrogates become one key (the later value wins).
+    """
+    copies: dict[int, Any] = {}
+    pending: list[tuple[Any, Any]] = []
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, str):
+            return _SURROGATE.sub("\ufffd", item)
+        if not isinstance(item, dict | list | tuple):
+            return item
+        if id(item) in copies:
+            return copies[id(item)]
+        copy: dict[Any, Any] | list[Any] = {} if isinstance(item, dict) else []
+        copies[id(item)] = copy
+        pending.append((item, copy))
+        return copy
+
+    result = clean(value)
+    while pending:
+        source, copy = pending.pop()
+        if isinstance(copy, dict):
+            for key, item in source.items():
+                copy[_SURROGATE.sub("\ufffd", key) if isinstance(key, str) else key] = clean(item)
+        else:
+            copy.extend(clean(item) for item in source)
+    return result
 
 
 def parse_body(
@@ -161,6 +302,8 @@ def parse_body(
         raise invalid("The JSON body holds a number too large to read.") from None
     if not isinstance(data, dict):
         raise invalid('The body must be a JSON object such as {"deviceId": "..."}.')
+    if b"\\u" in body:  # a lone surrogate can only come from a \uXXXX escape
+        _reject_surrogates(data)
     known_fields(data, fields)
     return data
 
@@ -200,7 +343,12 @@ def parse_unassign(
 
 
 def parse_lookup(route_device_id: str | None, params: Mapping[str, str]) -> UnassignRequest:
-    """A status check: the device id in the URL or `?serialNumber=`; other parameters are ignored."""
+    """A status check: the device id in the URL or `?serialNumber=`.
+
+    Any other query parameter is a 400 (see check_query), so a mistyped `serialnumber=` is
+    reported instead of quietly turning the check into one for the device in the URL.
+    """
+    check_query(params, ("serialNumber",))
     query = {"serialNumber": params["serialNumber"]} if "serialNumber" in params else {}
     device_id, serial = target(query, route_device_id)
     return UnassignRequest(device_id=device_id, serial_number=serial)

@@ -23,6 +23,9 @@ ATTEMPT_TIMEOUT_CAP_SECONDS = 10.0
 MIN_ATTEMPT_SECONDS = 0.25
 # A write started with less time than this left could land after we told the caller it failed.
 MIN_WRITE_SECONDS = 1.0
+# The longest wait we take from Graph: a hostile or broken `Retry-After: 86400` must not hold
+# every write of the process for a day.
+MAX_WAIT_SECONDS = 300.0
 
 
 class Deadline(NamedTuple):
@@ -43,7 +46,8 @@ class Deadline(NamedTuple):
 
 
 def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
-    """Seconds to wait from a `Retry-After` value, or None when absent or unreadable."""
+    """Seconds to wait from a `Retry-After` value (at most MAX_WAIT_SECONDS), or None when absent,
+    unreadable or not finite."""
     if value is None:
         return None
     text = value.strip()
@@ -59,7 +63,7 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
         seconds = when.timestamp() - now_epoch
     if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return min(MAX_WAIT_SECONDS, max(0.0, seconds))
 
 
 def backoff(attempt: int, random: Callable[[], float]) -> float:
@@ -134,19 +138,22 @@ class WritePacer:
         free = answered[over - 1] + self._window - now if over <= len(answered) else self._window
         return PaceWait(max(held, free), throttled=held >= free)
 
-    async def acquire(self, deadline: Deadline) -> PaceWait | None:
-        """Take a place and return None, or return the wait that would pass the deadline.
+    async def acquire(self, deadline: Deadline) -> PaceWait | bool:
+        """Take a place and say whether it had to wait for it, or return the wait that would pass
+        the deadline (taking nothing).
 
         Every place taken is given back with `sent` or `unsent`.
         """
+        waited = False
         while True:
             wait = self._wait()
             if wait.seconds <= 0:
                 self._in_flight += 1
-                return None
+                return waited
             if wait.seconds + MIN_WRITE_SECONDS > deadline.remaining():
                 return wait
             await self._sleep(wait.seconds)
+            waited = True
 
     def sent(self) -> None:
         """The write was sent and its attempt is over (answered, failed or timed out): from now."""
@@ -159,4 +166,4 @@ class WritePacer:
 
     def hold(self, seconds: float) -> None:
         """Intune throttled a write: no write from this process for `seconds`."""
-        self._held_until = max(self._held_until, self._clock() + seconds)
+        self._held_until = max(self._held_until, self._clock() + min(seconds, MAX_WAIT_SECONDS))

@@ -9,8 +9,15 @@
     POST unassignUserFromDevice ── 2xx ─────────────▶ unassigned
         │ failed, and it may or may not have happened
         ▼
-    GET device again ── no user ────────────────────▶ unassigned
-        └── still assigned, or unreadable ──────────▶ the POST's own failure
+    GET device again ── no user ────────────────────▶ unassigned (alreadyUnassigned when Graph
+        │                                             refused every attempt of ours)
+        ├── someone else ───────────────────────────▶ USER_MISMATCH
+        └── still the user, or unreadable ──────────▶ the POST's own failure
+
+Before any POST that follows a wait (retry, token, write pace) or a failed attempt, the device
+is read again with the same three-way judgement: still the user first read, go on; nobody,
+settle; someone else, 409 and no write. Graph has no conditional write, so a reassignment in the
+moment between that read and the POST stays possible.
 
 Every step is safe to repeat, so a replayed ticket or a retried flow never does harm.
 """
@@ -22,7 +29,7 @@ from typing import Any, NamedTuple
 from shared.graph import AUTOPILOT, Call, GraphClient, problem_for
 from shared.lookup import find_by_serial
 from shared.problems import Failure, Problem
-from shared.request import UnassignRequest
+from shared.request import UnassignRequest, same_user
 from shared.retry import MIN_ATTEMPT_SECONDS
 
 UNASSIGNED = "unassigned"
@@ -114,7 +121,7 @@ async def read_device(graph: GraphClient, device_id: str, call: Call) -> Device:
 
 def _guard(device: Device, expected_upn: str | None) -> None:
     current = device.user_principal_name
-    if expected_upn is None or current.casefold() == expected_upn.casefold():
+    if expected_upn is None or same_user(current, expected_upn):
         return
     raise Problem(
         Failure.USER_MISMATCH,
@@ -124,21 +131,68 @@ def _guard(device: Device, expected_upn: str | None) -> None:
     )
 
 
-async def _post_unassign(graph: GraphClient, device: Device, call: Call) -> Problem | None:
-    """None when Graph accepted the write, else the failure to report if the device disagrees."""
-    try:
-        response = await graph.call("POST", f"{AUTOPILOT}/{device.id}/unassignUserFromDevice", call)
-    except Problem as exc:
-        if exc.failure in (Failure.GRAPH_UNREACHABLE, Failure.GRAPH_ERROR):
-            return exc
-        raise  # throttled, out of time, identity: Graph did not act on it
-    return None if response.ok else problem_for(response)
+class Settled(Exception):
+    """Read again before a write, the device needs none: it has no user now."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.status)
+        self.outcome = outcome
 
 
-async def _write(graph: GraphClient, device: Device, call: Call) -> None:
-    failure = await _post_unassign(graph, device, call)
-    if failure is None:
+def _judge(first: Device, now: Device, call: Call) -> None:
+    """Whether a write may go on against `now`, the device read again since `first`.
+
+    Returns when the user first read is still there; raises Settled when nobody is (ours if one
+    of our attempts may have acted, else someone else's doing) and a 409 when someone else is.
+    """
+    if now.user_principal_name and same_user(now.user_principal_name, first.user_principal_name):
         return
+    if not now.user_principal_name:
+        if call.write_may_have_acted:
+            raise Settled(Outcome(UNASSIGNED, first))
+        raise Settled(Outcome(ALREADY_UNASSIGNED, now))
+    raise Problem(
+        Failure.USER_MISMATCH,
+        f"{first.name()} was assigned to {first.user_principal_name} when this request read it, "
+        f"and is now assigned to {now.user_principal_name}; "
+        + ("nothing more was changed" if call.write_may_have_acted else "nothing was changed")
+        + ". The ticket was about the first user: check it before sending it again.",
+        extra={
+            "currentUserPrincipalName": now.user_principal_name,
+            "serialNumber": first.serial_number,
+        },
+    )
+
+
+async def _write(graph: GraphClient, device: Device, call: Call) -> Outcome:
+    """Unassign the user `device` was read with, and nobody else."""
+
+    async def recheck() -> None:
+        _judge(device, await read_device(graph, device.id, call), call)
+
+    path = f"{AUTOPILOT}/{device.id}/unassignUserFromDevice"
+    try:
+        response = await graph.call("POST", path, call, recheck=recheck)
+    except Settled as settled:
+        return settled.outcome
+    except Problem as exc:
+        if exc.failure not in (Failure.GRAPH_UNREACHABLE, Failure.GRAPH_ERROR):
+            raise  # throttled, out of time, identity, reassigned: Graph did not act on it
+        failure = exc
+    else:
+        if response.ok and not response.unreadable:
+            return Outcome(UNASSIGNED, device)
+        call.write_may_have_acted |= response.ok  # a 2xx not from Graph may hide one from it
+        failure = (
+            Problem(
+                Failure.GRAPH_ERROR,
+                f"The answer to the write (HTTP {response.status}) was not Graph's, so whether "
+                "the user was removed is unknown; check the device's assignment.",
+                graph_request_id=response.request_id,
+            )
+            if response.ok
+            else problem_for(response)
+        )
     # The write failed in a way that does not prove it did not happen (a 4xx after a stale read,
     # a dropped connection after Graph acted): the device itself is the only honest answer.
     if call.deadline.remaining() < MIN_ATTEMPT_SECONDS:
@@ -147,8 +201,11 @@ async def _write(graph: GraphClient, device: Device, call: Call) -> None:
         now = await read_device(graph, device.id, call)
     except Problem:
         raise failure from None
-    if now.user_principal_name:
-        raise failure
+    try:
+        _judge(device, now, call)
+    except Settled as settled:
+        return settled.outcome
+    raise failure
 
 
 async def resolve(graph: GraphClient, request: UnassignRequest, call: Call) -> str:
@@ -170,5 +227,4 @@ async def unassign(graph: GraphClient, request: UnassignRequest, call: Call) -> 
     _guard(device, request.expected_upn)
     if request.dry_run:
         return Outcome(WOULD_UNASSIGN, device)
-    await _write(graph, device, call)
-    return Outcome(UNASSIGNED, device)
+    return await _write(graph, device, call)

@@ -55,8 +55,9 @@ class Settings(NamedTuple):
         return f"{self.graph_endpoint}/.default"
 
 
-def _bad(name: str, value: str, why: str) -> Problem:
-    return Problem(Failure.CONFIGURATION, f"App setting {name}={value!r} is invalid: {why}.")
+def _bad(name: str, why: str) -> Problem:
+    """A 500 naming the setting and what is wrong, never its value (it may be an internal URL)."""
+    return Problem(Failure.CONFIGURATION, f"App setting {name} is invalid: {why}.")
 
 
 def is_loopback(host: str) -> bool:
@@ -76,16 +77,14 @@ def _graph_endpoint(env: Mapping[str, str]) -> str:
         host = parts.hostname or ""
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise _bad("GRAPH_ENDPOINT", raw, "not a URL") from None
+        raise _bad("GRAPH_ENDPOINT", "not a URL") from None
     if parts.path or parts.query or parts.fragment or parts.username or parts.password:
-        raise _bad(
-            "GRAPH_ENDPOINT", raw, "give only scheme and host, e.g. https://graph.microsoft.com"
-        )
+        raise _bad("GRAPH_ENDPOINT", "give only scheme and host, e.g. https://graph.microsoft.com")
     if parts.scheme == "https" and host:
         return value
     if parts.scheme == "http" and is_loopback(host):
         return value
-    raise _bad("GRAPH_ENDPOINT", raw, "must be an https URL (plain http only for loopback)")
+    raise _bad("GRAPH_ENDPOINT", "must be an https URL (plain http only for loopback)")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -95,18 +94,16 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     try:
         value = float(raw)
     except ValueError:
-        raise _bad(name, raw, "not a number") from None
+        raise _bad(name, "not a number") from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise _bad(name, raw, f"must be between {low:g} and {high:g}")
+        raise _bad(name, f"must be between {low:g} and {high:g}")
     return value
 
 
 def _writes_per_window(env: Mapping[str, str]) -> int:
     value = _number(env, "GRAPH_WRITES_PER_WINDOW", DEFAULT_WRITES_PER_WINDOW, 1, 10_000)
     if value != int(value):
-        raise _bad(
-            "GRAPH_WRITES_PER_WINDOW", str(env.get("GRAPH_WRITES_PER_WINDOW")), "not a whole number"
-        )
+        raise _bad("GRAPH_WRITES_PER_WINDOW", "not a whole number")
     return int(value)
 
 
@@ -115,7 +112,7 @@ def _client_id(env: Mapping[str, str]) -> str | None:
     if not raw:
         return None
     if not GUID.fullmatch(raw):
-        raise _bad("AZURE_CLIENT_ID", raw, "must be the client id (a GUID) of the managed identity")
+        raise _bad("AZURE_CLIENT_ID", "must be the client id (a GUID) of the managed identity")
     return raw.lower()
 
 
@@ -124,7 +121,7 @@ def _credential(env: Mapping[str, str]) -> str:
     if not raw:
         return "managed_identity"
     if raw not in CREDENTIALS:
-        raise _bad("GRAPH_CREDENTIAL", raw, f"must be one of {', '.join(CREDENTIALS)}")
+        raise _bad("GRAPH_CREDENTIAL", f"must be one of {', '.join(CREDENTIALS)}")
     return raw
 
 

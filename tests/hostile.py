@@ -37,6 +37,16 @@ FRAGMENTS = [
     "",
     " ",
 ]
+# Lone UTF-16 surrogates: valid JSON escapes, but not text; they cannot be encoded as UTF-8.
+SURROGATES = ["\ud800", "\udfff", "a\ud83d", "\ude00" + GUID, "INC\udc80"]
+# User principal names are ASCII: each of these differs from an ASCII name only by Unicode rules.
+NON_ASCII_UPNS = [
+    "straße@contoso.example",
+    "\u017ftrasse@contoso.example",
+    "alex@contoso.example\u200b",
+    "\u0430lex@contoso.example",  # a Cyrillic a
+    "ALEX@CONTOSO.EXAMPLE\u0130",
+]
 FIELDS = ["deviceId", "serialNumber", "ticketId", "expectedUserPrincipalName", "dryRun"]
 CONTENT_TYPES = [
     None,
@@ -69,13 +79,19 @@ def _invalid_for(field: str) -> st.SearchStrategy[Any]:
     """Values that must never pass validation for `field` (strings and wrong types)."""
     if field == "dryRun":
         return st.one_of(st.sampled_from(["true", "false", "1", "yes"]), st.integers(), st.none())
+    if field == "expectedUserPrincipalName":
+        return st.one_of(
+            hostile_text.filter(lambda v: "@" not in v),
+            wrong_types,
+            st.sampled_from(NON_ASCII_UPNS + [s + "@contoso.example" for s in SURROGATES]),
+        )
     if field == "serialNumber":  # a printable serial is legitimate; these are not
         return st.one_of(
             st.sampled_from(["", "ab", "x\r\ny", "tab\there", "nul\x00byte", "\u2028abcd"]),
             st.text(min_size=129, max_size=200),
             wrong_types.filter(lambda v: not isinstance(v, str)),
         )
-    return st.one_of(hostile_text, wrong_types)
+    return st.one_of(hostile_text, wrong_types, st.sampled_from(SURROGATES))
 
 
 def _with_one_invalid(bad: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -110,7 +126,7 @@ def socket_cases(count: int, seed: int = 20261129) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     cases: list[dict[str, Any]] = []
     while len(cases) < count:
-        kind = rng.choice(["route", "body", "bulk", "status", "header"])
+        kind = rng.choice(["route", "body", "bulk", "status", "header", "query", "surrogate"])
         fragment = rng.choice(FRAGMENTS[:-2]) + rng.choice(FRAGMENTS)
         field = rng.choice(FIELDS)
         if kind == "route":
@@ -131,6 +147,28 @@ def socket_cases(count: int, seed: int = 20261129) -> list[dict[str, Any]]:
                     "method": "POST",
                     "path": "/api/BulkUnassignUser",
                     "json": {"devices": [item] * rng.randint(1, 3), "dryRun": "true"},
+                }
+            )
+        elif kind == "query":
+            # Options in the URL of a POST would be silently ignored: a dry run that writes.
+            name = rng.choice(["dryRun", "expectedUserPrincipalName", "deviceId", "x y", "é"])
+            path = rng.choice(["/api/UnassignUser", "/api/BulkUnassignUser"])
+            body = (
+                {"deviceId": GUID} if path.endswith("User") else {"devices": [{"deviceId": GUID}]}
+            )
+            cases.append({"method": "POST", "path": path, "json": body, "params": {name: "true"}})
+        elif kind == "surrogate":
+            field = rng.choice(["ticketId", "expectedUserPrincipalName", "serialNumber"])
+            doc = {field: rng.choice(SURROGATES)} | (
+                {} if field == "serialNumber" else {"deviceId": GUID}
+            )
+            # json.dumps writes a lone surrogate as its \uXXXX escape: valid JSON, not text.
+            cases.append(
+                {
+                    "method": "POST",
+                    "path": "/api/UnassignUser",
+                    "content": json.dumps(doc).encode(),
+                    "headers": {"Content-Type": "application/json"},
                 }
             )
         elif kind == "status":

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from devtools.emulator_http import Incoming, Reply
 from devtools.entra_emulator import (
     API_CLIENT_ID,
     API_URI,
@@ -23,6 +24,7 @@ from devtools.entra_emulator import (
     EntraEmulator,
     SigningKey,
 )
+from shared import caller_auth
 from shared.caller_auth import Caller, CallerAuth, SigningKeys, load_caller_settings
 from shared.problems import Failure, Problem
 from tests.fakes import FakeClock
@@ -309,3 +311,123 @@ def test_sovereign_authority_gives_its_issuers(entra: EntraEmulator) -> None:
     )
     assert default is not None
     assert default.jwks_url == f"https://login.microsoftonline.com/{TENANT_ID}/discovery/v2.0/keys"
+
+
+INTERNAL = "https://internal.example.invalid/secret-path"
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"CALLER_TENANT_ID": INTERNAL}, "CALLER_TENANT_ID"),
+        ({"CALLER_AUDIENCE": f"{INTERNAL} two"}, "CALLER_AUDIENCE"),
+        ({"CALLER_JWKS_URL": "http://internal.example.invalid/secret-path"}, "CALLER_JWKS_URL"),
+        (
+            {"CALLER_JWKS_URL": "ftp://internal.example.invalid/secret-path"},
+            "CALLER_JWKS_URL",
+        ),
+        ({"CALLER_ROLE": f"secret-path {INTERNAL}"}, "CALLER_ROLE"),
+        ({"AZURE_AUTHORITY_HOST": INTERNAL}, "AZURE_AUTHORITY_HOST"),
+    ],
+)
+def test_a_bad_caller_setting_is_named_but_its_value_never_shown(
+    entra: EntraEmulator, extra: dict[str, str], named: str
+) -> None:
+    with pytest.raises(Problem) as caught:
+        load_caller_settings(env(entra, **extra))
+    detail = caught.value.detail
+    assert "internal.example.invalid" not in detail and "secret-path" not in detail
+    # Positive control: the same probe finds the setting's name.
+    assert f"App setting {named} is invalid" in detail
+
+
+def test_half_a_configuration_names_the_missing_setting_not_the_others_value() -> None:
+    with pytest.raises(Problem) as caught:
+        load_caller_settings({"CALLER_JWKS_URL": INTERNAL})
+    assert "internal.example.invalid" not in caught.value.detail
+    assert "CALLER_TENANT_ID" in caught.value.detail and "CALLER_JWKS_URL" in caught.value.detail
+
+
+class SlowEntra(EntraEmulator):
+    """Hands out its keys only after `delay` seconds (each request on its own thread)."""
+
+    delay = 4.0
+
+    def _respond(self, incoming: Incoming) -> Reply:
+        time.sleep(self.delay)
+        return super()._respond(incoming)
+
+
+async def timed(
+    auth: CallerAuth, token: str, budget: float | None
+) -> tuple[Caller | Problem, float]:
+    started = time.monotonic()
+    try:
+        result: Caller | Problem = await auth.authorize(
+            {"authorization": f"Bearer {token}"}, budget=budget
+        )
+    except Problem as problem:
+        result = problem
+    return result, time.monotonic() - started
+
+
+def test_a_caller_waits_for_the_signing_keys_no_longer_than_its_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Room for a busy machine: the delayed fetch itself must still succeed.
+    monkeypatch.setattr(caller_auth, "FETCH_TIMEOUT_SECONDS", 15.0)
+    with SlowEntra() as entra:
+        check = Checker(entra)
+        token = entra.token()
+
+        async def both() -> list[tuple[Caller | Problem, float]]:
+            return list(
+                await asyncio.gather(timed(check.auth, token, 0.3), timed(check.auth, token, None))
+            )
+
+        (hurried, hurried_took), (patient, patient_took) = asyncio.run(both())
+        assert entra.jwks_requests == 1
+    refused(hurried, Failure.SIGNING_KEYS_UNAVAILABLE)
+    assert isinstance(hurried, Problem) and hurried.status == 503 and hurried.retry_after
+    assert hurried_took < 3.0
+    # Positive control: without a budget the same wait lasts until the keys arrive, and the
+    # fetch the hurried caller gave up on served this caller.
+    assert isinstance(patient, Caller)
+    assert patient_took >= SlowEntra.delay - 0.1
+    assert check.keys.fetches == 1
+
+
+def test_no_time_left_fails_at_once_without_a_fetch(entra: EntraEmulator) -> None:
+    check = Checker(entra)
+    token = entra.token()
+
+    async def go(budget: float | None) -> Caller | Problem:
+        return (await timed(check.auth, token, budget))[0]
+
+    for budget in (0.0, -1.0):
+        refused(asyncio.run(go(budget)), Failure.SIGNING_KEYS_UNAVAILABLE)
+    assert check.keys.fetches == 0 and entra.jwks_requests == 0
+    # Positive control: with time left the same call fetches the keys.
+    assert isinstance(asyncio.run(go(5.0)), Caller)
+    assert check.keys.fetches == 1 and entra.jwks_requests == 1
+    # Keys held for the token's kid are used even with no time left, stale or not.
+    assert isinstance(asyncio.run(go(0.0)), Caller)
+    check.clock.now += 25 * 3600
+    assert isinstance(asyncio.run(go(0.0)), Caller)
+    assert check.keys.fetches == 1
+
+
+def test_a_budget_caps_the_wait_on_a_trickling_key_endpoint(trickling_server: str) -> None:
+    settings = load_caller_settings(
+        {
+            "CALLER_TENANT_ID": TENANT_ID,
+            "CALLER_AUDIENCE": API_CLIENT_ID,
+            "CALLER_JWKS_URL": trickling_server,
+        }
+    )
+    assert settings is not None
+    auth = CallerAuth(settings)
+    token = EntraEmulator().token()  # never served: its keys are only used to sign
+    result, took = asyncio.run(timed(auth, token, 0.3))
+    refused(result, Failure.SIGNING_KEYS_UNAVAILABLE)
+    assert took < 3.0  # well inside the fetch's own 5 s bound

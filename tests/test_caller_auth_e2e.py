@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -130,3 +131,28 @@ def test_neither_key_nor_token_ever_reaches_the_log(
     assert "canary-run" in log
     assert "CANARY-KEY-7f3a9c" not in log
     assert token not in log and token.split(".")[2] not in log and "CANARY-JTI-55aa" not in log
+
+
+@pytest.mark.parametrize("deadline", ["1", "20"])
+def test_a_slow_signing_key_fetch_counts_against_the_requests_deadline(
+    fresh_stack: Callable[..., Stack],
+    graph: GraphEmulator,
+    entra: EntraEmulator,
+    trickling_server: str,
+    deadline: str,
+) -> None:
+    # The key endpoint trickles a byte every 0.2 s: the fetch alone runs into its own 5 s bound.
+    stack = guarded(
+        fresh_stack, entra, CALLER_JWKS_URL=trickling_server, UNASSIGN_DEADLINE_SECONDS=deadline
+    )
+    started = time.monotonic()
+    doc = assert_problem(
+        stack.post(json=BODY, headers={"Authorization": f"Bearer {entra.token()}"}), 503
+    )
+    took = time.monotonic() - started
+    assert doc["type"].endswith(":signing-keys-unavailable")
+    assert graph.requests == []
+    if deadline == "1":
+        assert took < 3.5  # liveness: the 1 s deadline ends the wait, long before 5 s
+    else:  # positive control: with time to spare, the same probe sees the fetch's own bound
+        assert took >= 4.0

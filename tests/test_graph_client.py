@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import gzip
+import json
+import re
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
 
-from shared.graph import AUTOPILOT, Call, GraphClient, GraphResponse
+from shared.graph import (
+    AUTOPILOT,
+    MAX_ANSWER_BYTES,
+    MAX_ANSWER_DEPTH,
+    Call,
+    GraphClient,
+    GraphResponse,
+)
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
 from shared.retry import Deadline
@@ -21,6 +31,7 @@ from tests.fakes import CountingCredential, FakeClock, credential_factory
 
 DEVICE = f"{AUTOPILOT}/fac6f0b1-f0b1-fac6-b1f0-c6fab1f0c6fa"
 Answer = Callable[[httpx.Request], httpx.Response]
+GUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def graph_error(status: int, code: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -46,7 +57,12 @@ class Scripted:
 
 
 def run(
-    script: Scripted, method: str = "GET", deadline: float = 20.0
+    script: Scripted,
+    method: str = "GET",
+    deadline: float = 20.0,
+    *,
+    correlation_id: str = "corr-1",
+    recheck: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[GraphResponse | Problem, FakeClock, Call, CountingCredential]:
     clock = FakeClock()
     credential = CountingCredential()
@@ -60,11 +76,12 @@ def run(
         sleep=clock.sleep,
         random_source=lambda: 0.5,
     )
-    call = Call(Deadline.after(deadline, clock), "corr-1")
+    call = Call(Deadline.after(deadline, clock), correlation_id)
 
     async def go() -> GraphResponse | Problem:
+        await tokens.token(call.deadline)  # as after the device read that precedes every write
         try:
-            return await client.call(method, DEVICE, call)
+            return await client.call(method, DEVICE, call, recheck=recheck)
         except Problem as problem:
             return problem
         finally:
@@ -172,12 +189,125 @@ def test_no_write_starts_with_too_little_time_left() -> None:
     assert script.requests == [] and call.attempts == 0
 
 
-def test_a_write_with_time_left_is_sent_with_the_correlation_id() -> None:
+def test_a_write_with_time_left_is_sent_with_a_guid_correlation_id_as_is() -> None:
+    cid = "5b1f0c1e-8a5d-4f55-9d8e-3a1c2b4d6e7f"
     script = Scripted(httpx.Response(204))
-    result, _, _, _ = run(script, method="POST", deadline=5)
+    result, _, call, _ = run(script, method="POST", deadline=5, correlation_id=cid)
     assert isinstance(result, GraphResponse) and result.status == 204
-    assert script.requests[0].headers["client-request-id"] == "corr-1"
+    assert script.requests[0].headers["client-request-id"] == cid == call.client_request_id
     assert script.requests[0].url.path.endswith(DEVICE)
+
+
+def test_a_correlation_id_that_is_no_guid_never_reaches_graph() -> None:
+    # Graph documents client-request-id as a client-generated GUID; ServiceNow sends INC numbers.
+    script = Scripted(httpx.Response(204), httpx.Response(204))
+    run(script, method="POST", correlation_id="INC0012345")
+    run(script, method="POST", correlation_id="INC0012345")
+    sent = [r.headers["client-request-id"] for r in script.requests]
+    assert all(GUID_PATTERN.fullmatch(value) for value in sent), sent
+    assert sent[0] != sent[1]  # one per request, not one for everybody
+    assert "INC0012345" not in sent
+
+
+def test_an_answer_that_does_not_decompress_is_a_graph_failure_not_a_crash() -> None:
+    garbage = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    script = Scripted(
+        *[
+            httpx.Response(200, stream=httpx.ByteStream(b"not gzip"), headers=garbage)
+            for _ in range(20)
+        ]
+    )
+    result, _, call, _ = run(script, deadline=3)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_ERROR
+    assert result.status == 502 and "could not be read" in result.detail
+    assert call.attempts > 1  # retried like any other failed answer
+    # Positive control: the same header with a real gzip body is read.
+    body = gzip.compress(json.dumps({"id": "x"}).encode())
+    script = Scripted(httpx.Response(200, stream=httpx.ByteStream(body), headers=garbage))
+    result, _, _, _ = run(script)
+    assert isinstance(result, GraphResponse) and result.body == {"id": "x"}
+
+
+def test_an_answer_over_the_size_bound_is_not_read_to_the_end() -> None:
+    huge = b'{"id": "' + b"x" * (MAX_ANSWER_BYTES + 1) + b'"}'
+    script = Scripted(*[httpx.Response(200, stream=httpx.ByteStream(huge)) for _ in range(20)])
+    result, _, _, _ = run(script, deadline=3)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_ERROR
+    assert "larger than" in result.detail or "declares more than" in result.detail
+    # Positive control: a serial search's five pages fit well inside the bound.
+    page = json.dumps({"value": [{"serialNumber": "x" * 100}] * 5000}).encode()
+    result, _, _, _ = run(Scripted(httpx.Response(200, content=page)))
+    assert isinstance(result, GraphResponse) and len(result.body["value"]) == 5000
+
+
+@pytest.mark.parametrize("depth", [MAX_ANSWER_DEPTH + 1, 100_000])
+def test_a_body_nested_too_deeply_is_no_body(depth: int) -> None:
+    nested = b'{"error":' + b"[" * depth + b"]" * depth + b"}"
+    result, _, _, _ = run(Scripted(httpx.Response(404, content=nested)))
+    assert isinstance(result, GraphResponse) and result.body is None
+    assert result.error().code == "HTTP404"
+    # Positive control: the same shape within the bound is read.
+    shallow = b'{"error":' + b"[" * 10 + b"]" * 10 + b"}"
+    result, _, _, _ = run(Scripted(httpx.Response(404, content=shallow)))
+    assert isinstance(result, GraphResponse) and result.body is not None
+
+
+def test_a_deeply_nested_intune_message_gives_no_reason_and_no_crash() -> None:
+    message = "[" * 100_000 + "]" * 100_000
+    body = {"error": {"code": "BadRequest", "message": message}}
+    result, _, _, _ = run(Scripted(httpx.Response(400, json=body)))
+    assert isinstance(result, GraphResponse)
+    assert result.error().code == "BadRequest"
+    assert len(result.error().message) <= 400
+
+
+@pytest.mark.parametrize("retry_after", ["86400", "1e308"])
+def test_a_hostile_retry_after_is_capped_in_what_we_wait_and_answer(retry_after: str) -> None:
+    script = Scripted(graph_error(429, "TooManyRequests", {"Retry-After": retry_after}))
+    result, clock, _, _ = run(script, method="POST", deadline=20)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_THROTTLED
+    assert result.retry_after_header() == "300"
+    assert clock.sleeps == []
+
+
+def test_a_write_after_a_failed_attempt_is_sent_only_after_a_fresh_read() -> None:
+    checks: list[int] = []
+
+    async def recheck() -> None:
+        checks.append(len(script.requests))
+
+    script = Scripted(
+        graph_error(429, "TooManyRequests", {"Retry-After": "1"}),
+        graph_error(503, "ServiceUnavailable"),
+        httpx.Response(204),
+    )
+    result, _, call, _ = run(script, method="POST", recheck=recheck)
+    assert isinstance(result, GraphResponse) and result.status == 204
+    assert checks == [1, 2]  # before the second and the third attempt, after each failure
+    assert call.write_may_have_acted  # the 503 may have come after Graph acted; the 429 not
+
+
+def test_a_first_write_with_no_wait_needs_no_fresh_read() -> None:
+    checks: list[int] = []
+
+    async def recheck() -> None:
+        checks.append(1)
+
+    result, _, call, _ = run(Scripted(httpx.Response(204)), method="POST", recheck=recheck)
+    assert isinstance(result, GraphResponse) and checks == []
+    assert not call.write_may_have_acted
+
+
+def test_a_recheck_that_refuses_stops_the_write() -> None:
+    async def recheck() -> None:
+        raise Problem(Failure.USER_MISMATCH, "reassigned")
+
+    script = Scripted(
+        graph_error(429, "TooManyRequests", {"Retry-After": "1"}), httpx.Response(204)
+    )
+    result, _, call, _ = run(script, method="POST", recheck=recheck)
+    assert isinstance(result, Problem) and result.failure is Failure.USER_MISMATCH
+    assert len(script.requests) == 1 and call.writes_sent == 1
 
 
 @pytest.mark.parametrize(("deadline", "expected"), [(20.0, 10.0), (4.0, 4.0)])

@@ -50,7 +50,12 @@ def audit_lines() -> Iterator[Captured]:
 
 
 def run(
-    kind: str, headers: dict[str, str], body: bytes, route: str | None, serial: str = ""
+    kind: str,
+    headers: dict[str, str],
+    body: bytes,
+    route: str | None,
+    serial: str = "",
+    params: dict[str, str] | None = None,
 ) -> tuple[HttpResult, int]:
     calls: list[httpx.Request] = []
 
@@ -65,12 +70,11 @@ def run(
         client = GraphClient(settings, tokens, transport=httpx.MockTransport(graph_answer))
         try:
             if kind == "bulk":
-                return await handle_bulk(headers, body, graph=lambda: client)
+                return await handle_bulk(headers, body, params or {}, graph=lambda: client)
             if kind == "status":
-                return await handle_status(
-                    headers, route, {"serialNumber": serial}, graph=lambda: client
-                )
-            return await handle_unassign(headers, body, route, graph=lambda: client)
+                query = {"serialNumber": serial} | (params or {})
+                return await handle_status(headers, route, query, graph=lambda: client)
+            return await handle_unassign(headers, body, route, params or {}, graph=lambda: client)
         finally:
             await client.aclose()
 
@@ -157,6 +161,49 @@ def test_odata_injection_stays_one_escaped_literal(serial: str) -> None:
     assert "'" not in inner.replace("''", "")  # every quote doubled: the literal never ends early
 
 
+VALUE = "Q-VALUE-7f3a"  # a value no answer or record may ever show
+query_names = st.one_of(
+    st.sampled_from(["dryRun", "expectedUserPrincipalName", "deviceId", "serialNumber", "x"]),
+    hostile_text.filter(lambda name: name.lower() != "code"),
+)
+
+
+@given(
+    st.sampled_from(["unassign", "bulk"]), st.dictionaries(query_names, st.just(VALUE), min_size=1)
+)
+def test_query_strings_on_a_post_are_refused_and_never_echoed(
+    audit_lines: Captured, kind: str, params: dict[str, str]
+) -> None:
+    audit_lines.lines.clear()
+    body = {"deviceId": GUID} if kind == "unassign" else {"devices": [{"deviceId": GUID}]}
+    result, calls = run(kind, {}, json.dumps(body).encode(), None, params=params)
+    assert_refused(result, calls, audit_lines.lines)
+    assert VALUE not in result.body.decode() and VALUE not in audit_lines.lines[0]
+
+
+@given(
+    st.dictionaries(query_names.filter(lambda n: n != "serialNumber"), st.just(VALUE), min_size=1)
+)
+def test_query_parameters_other_than_serial_number_on_a_get_are_refused(
+    audit_lines: Captured, params: dict[str, str]
+) -> None:
+    audit_lines.lines.clear()
+    result, calls = run("status", {}, b"", None, "5CG1234XYZ", params)
+    assert_refused(result, calls, audit_lines.lines)
+    assert VALUE not in result.body.decode()
+
+
+@pytest.mark.parametrize("kind", ["unassign", "bulk"])
+def test_positive_control_the_hosts_code_parameter_is_not_ours_to_refuse(
+    audit_lines: Captured, kind: str
+) -> None:
+    audit_lines.lines.clear()
+    body = {"deviceId": GUID} if kind == "unassign" else {"devices": [{"deviceId": GUID}]}
+    result, calls = run(kind, {}, json.dumps(body).encode(), None, params={"CoDe": VALUE})
+    assert calls > 0, result.body  # the same request, without a parameter of ours, reaches Graph
+    assert VALUE not in result.body.decode() and VALUE not in "".join(audit_lines.lines)
+
+
 SOCKET_CASES = socket_cases(300)
 
 
@@ -189,6 +236,8 @@ def test_the_socket_suite_is_diverse() -> None:
         kinds[key] = kinds.get(key, 0) + 1
     assert len(SOCKET_CASES) == 300
     assert set(kinds) == {"UnassignUser", "UnassignUser/route", "BulkUnassignUser"}
+    assert sum(1 for case in SOCKET_CASES if case["method"] == "POST" and case.get("params")) > 10
+    assert sum(1 for case in SOCKET_CASES if b"\\ud" in case.get("content", b"")) > 10
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +289,7 @@ def test_hostile_authorization_headers_never_get_through(
                 ),
                 transport=httpx.MockTransport(graph_answer),
             ),
-            authorize=auth.authorize,
+            authorize=lambda headers, remaining: auth.authorize(headers, budget=remaining()),
         )
 
     result = asyncio.run(go())

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ServiceRequestError
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.identity import AzureCliCredential, ManagedIdentityCredential
 
 from shared.identity import TokenProvider, make_credential
@@ -159,3 +159,25 @@ def test_prefetch_outside_an_event_loop_does_nothing() -> None:
 async def _prefetch_and_wait(tokens: TokenProvider) -> None:
     tokens.prefetch()
     await settled(tokens)
+
+
+CLIENT_ID = "0badc0de-1234-4abc-8def-0123456789ab"
+
+
+def refusal(settings_env: dict[str, str]) -> str:
+    tokens = TokenProvider(
+        load_settings(settings_env),
+        credential_factory=lambda s, on_status: ExpiringCredential(FakeClock(), 60),
+    )
+    tokens._last_status = 400  # what the identity endpoint answered (private: set by a hook)
+    problem = tokens._classify(ClientAuthenticationError("refused"))
+    assert problem.failure is Failure.IDENTITY_MISCONFIGURED
+    return problem.detail
+
+
+def test_a_refused_user_assigned_identity_is_named_by_its_setting_not_its_id() -> None:
+    detail = refusal({"AZURE_CLIENT_ID": CLIENT_ID})
+    assert CLIENT_ID not in detail and CLIENT_ID[:8] not in detail
+    # Positive control: the same probe finds the setting's name.
+    assert "user-assigned identity named by AZURE_CLIENT_ID" in detail
+    assert "system-assigned" in refusal({})

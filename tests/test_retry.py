@@ -8,6 +8,7 @@ import email.utils
 from shared.retry import (
     ATTEMPT_TIMEOUT_CAP_SECONDS,
     BACKOFF_CAP_SECONDS,
+    MAX_WAIT_SECONDS,
     Deadline,
     PaceWait,
     WritePacer,
@@ -39,6 +40,25 @@ def test_retry_after_in_the_past_means_now() -> None:
 def test_unreadable_retry_after_is_ignored() -> None:
     for value in (None, "", "soon", "nan", "inf", "Mon, 99 Foo"):
         assert parse_retry_after(value, NOW) is None
+
+
+def test_a_hostile_retry_after_is_capped_at_five_minutes() -> None:
+    assert parse_retry_after("86400", NOW) == MAX_WAIT_SECONDS
+    assert parse_retry_after("1e308", NOW) == MAX_WAIT_SECONDS
+    assert parse_retry_after(email.utils.formatdate(NOW + 86400, usegmt=True), NOW) == 300.0
+    assert parse_retry_after("299.5", NOW) == 299.5  # below the cap: as Graph asked
+
+
+def test_non_finite_retry_after_counts_as_absent() -> None:
+    for value in ("inf", "-inf", "nan", "1e999", "Infinity"):
+        assert parse_retry_after(value, NOW) is None
+
+
+def test_a_hold_longer_than_the_cap_is_held_for_the_cap() -> None:
+    clock = FakeClock(now=0.0)
+    pacer = WritePacer(100, 20.0, clock, clock.sleep)
+    pacer.hold(86400.0)
+    assert pacer.wait_needed() == MAX_WAIT_SECONDS
 
 
 def test_backoff_grows_exponentially_within_jitter_and_cap() -> None:
@@ -80,7 +100,8 @@ async def _writes(pacer: WritePacer, clock: FakeClock, count: int, takes: float)
     deadline = Deadline.after(1000, clock)
     sent_at = []
     for _ in range(count):
-        assert await pacer.acquire(deadline) is None
+        waits_before = len(clock.sleeps)
+        assert await pacer.acquire(deadline) is (len(clock.sleeps) > waits_before)
         sent_at.append(clock.now)
         clock.now += takes
         pacer.sent()
@@ -110,7 +131,7 @@ def test_write_pacer_keeps_the_place_of_a_write_still_in_flight() -> None:
     pacer = WritePacer(1, 10.0, clock, clock.sleep)
 
     async def go() -> None:
-        assert await pacer.acquire(Deadline.after(100, clock)) is None
+        assert await pacer.acquire(Deadline.after(100, clock)) is False
         # Not answered yet: whenever it is, its place frees a whole window later at the soonest.
         assert pacer.wait_needed() == 10.0
         clock.now += 4.0
@@ -127,11 +148,11 @@ def test_write_pacer_gives_back_a_place_nothing_was_sent_on_at_once() -> None:
     pacer = WritePacer(1, 10.0, clock, clock.sleep)
 
     async def go() -> None:
-        assert await pacer.acquire(Deadline.after(100, clock)) is None
+        assert await pacer.acquire(Deadline.after(100, clock)) is False
         pacer.unsent()
         assert pacer.wait_needed() == 0.0
         # Positive control: the same place, sent, is kept for the window.
-        assert await pacer.acquire(Deadline.after(100, clock)) is None
+        assert await pacer.acquire(Deadline.after(100, clock)) is False
         pacer.sent()
         assert pacer.wait_needed() == 10.0
 
@@ -154,13 +175,13 @@ def test_write_pacer_will_not_wait_past_the_deadline() -> None:
     clock = FakeClock()
     pacer = WritePacer(1, 20.0, clock, clock.sleep)
 
-    async def go() -> list[PaceWait | None]:
+    async def go() -> list[PaceWait | bool]:
         deadline = Deadline.after(5, clock)
         first = await pacer.acquire(deadline)
         pacer.sent()
         return [first, await pacer.acquire(deadline)]
 
-    assert asyncio.run(go()) == [None, PaceWait(20.0, throttled=False)]
+    assert asyncio.run(go()) == [False, PaceWait(20.0, throttled=False)]
     assert clock.sleeps == []
 
 

@@ -60,3 +60,30 @@ def test_a_bad_setting_is_a_configuration_problem_naming_it(name: str, value: st
     assert caught.value.failure is Failure.CONFIGURATION
     assert caught.value.status == 500
     assert name in caught.value.detail
+
+
+INTERNAL = "https://internal.example.invalid/secret-path"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GRAPH_ENDPOINT", INTERNAL),
+        ("GRAPH_ENDPOINT", "http://internal.example.invalid"),
+        ("GRAPH_ENDPOINT", "https://internal.example.invalid:99999"),
+        ("UNASSIGN_DEADLINE_SECONDS", INTERNAL),
+        ("BULK_DEADLINE_SECONDS", "internal.example.invalid"),
+        ("GRAPH_WRITES_PER_WINDOW", "1.5"),
+        ("GRAPH_WRITE_WINDOW_SECONDS", "secret-path"),
+        ("AZURE_CLIENT_ID", INTERNAL),
+        ("GRAPH_CREDENTIAL", INTERNAL),
+    ],
+)
+def test_a_bad_setting_is_named_but_its_value_never_shown(name: str, value: str) -> None:
+    with pytest.raises(Problem) as caught:
+        load_settings({name: value})
+    detail = caught.value.detail
+    for part in (value, "internal.example.invalid", "secret-path", "1.5"):
+        assert part not in detail
+    # Positive control: the same probe finds what the message does carry.
+    assert f"App setting {name} is invalid" in detail

@@ -190,7 +190,38 @@ def test_callers_correlation_id_reaches_graph_and_comes_back(
     )
     assert response.headers["x-correlation-id"] == "flow-run:0858.1_a"
     assert response.json()["correlationId"] == "flow-run:0858.1_a"
-    assert {c.client_request_id for c in graph.requests} == {"flow-run:0858.1_a"}
+    # Graph takes only a GUID as client-request-id: one made for this request, for every call.
+    made = response.json()["graphClientRequestId"]
+    assert str(uuid.UUID(made)) == made
+    assert {c.client_request_id for c in graph.requests} == {made}
+    assert [c.method for c in graph.requests] == ["GET", "POST"]
+    [record] = [r for r in stack.audit() if r["correlationId"] == "flow-run:0858.1_a"]
+    assert record["graphClientRequestId"] == made
+
+
+def test_a_guid_correlation_id_is_graphs_client_request_id(
+    stack: Stack, graph: GraphEmulator
+) -> None:
+    cid = "0b7e6f3a-5c2d-4e1f-8a9b-7c6d5e4f3a2b"
+    response = stack.post(json={"deviceId": DEMO_ASSIGNED_ID}, headers={"X-Correlation-Id": cid})
+    assert response.status_code == 200, response.text
+    assert response.json()["correlationId"] == response.json()["graphClientRequestId"] == cid
+    assert {c.client_request_id for c in graph.requests} == {cid}
+
+
+def test_servicenow_incident_numbers_as_correlation_ids_get_their_own_guid(
+    stack: Stack, graph: GraphEmulator
+) -> None:
+    headers = {"X-Correlation-Id": "INC0012345"}
+    first = stack.post(json={"deviceId": DEMO_ASSIGNED_ID}, headers=headers)
+    second = stack.client.get(f"/api/UnassignUser/{DEMO_ASSIGNED_ID}", headers=headers)
+    problem = stack.post(json={"deviceId": "not-a-guid"}, headers=headers)
+    assert first.status_code == second.status_code == 200, (first.text, second.text)
+    assert problem.status_code == 400
+    ids = [r.json()["graphClientRequestId"] for r in (first, second, problem)]
+    assert len(set(ids)) == 3 and all(str(uuid.UUID(i)) == i for i in ids)
+    assert all(r.headers["x-correlation-id"] == "INC0012345" for r in (first, second, problem))
+    assert {c.client_request_id for c in graph.requests} == set(ids[:2])
 
 
 def test_an_unsafe_correlation_id_is_replaced(stack: Stack, graph: GraphEmulator) -> None:
