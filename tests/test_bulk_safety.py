@@ -10,10 +10,13 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from devtools.graph_emulator import Fault, GraphEmulator
+from shared.bulk import BulkRequest, ItemResult, report
 from shared.caller_auth import FUNCTION_KEY, Caller
-from shared.graph import GraphClient
+from shared.graph import Call, GraphClient
 from shared.handler import HttpResult, handle_bulk
 from shared.identity import TokenProvider
+from shared.problems import Failure, Problem
+from shared.retry import Deadline
 from shared.settings import load_settings
 from tests.fakes import CountingCredential, credential_factory
 from tests.stack import Stack
@@ -119,3 +122,35 @@ def test_positive_control_a_refusal_before_any_write_answers_the_whole_request(
     response = stack.post(BULK, json={"devices": [{"deviceId": device_id}]})
     assert response.status_code == 502, response.text
     assert graph.graph_calls("POST") == []
+
+
+def test_the_bulk_report_never_asks_for_more_than_five_minutes() -> None:
+    # A wait for the app's own write pace can be as long as GRAPH_WRITE_WINDOW_SECONDS (3600).
+    bulk = BulkRequest(inputs=[{"deviceId": WAITING}], items=[], ticket_id=None, dry_run=False)
+    waits = [Problem(Failure.OUT_OF_TIME, "later", retry_after=1000.0)]
+    doc = report(
+        [ItemResult(input=bulk.inputs[0], problem=waits[0])],
+        bulk,
+        Call(Deadline.after(1, time.monotonic), "c"),
+    )
+    assert doc["retryAfter"] == 300 and doc["resend"] == bulk.inputs
+    # Positive control: a wait under the cap is passed on as it is.
+    waits[0].retry_after = 12.2
+    doc = report(
+        [ItemResult(input=bulk.inputs[0], problem=waits[0])],
+        bulk,
+        Call(Deadline.after(1, time.monotonic), "c"),
+    )
+    assert doc["retryAfter"] == 13
+
+
+def test_caller_text_that_is_not_text_is_echoed_as_replacement_characters() -> None:
+    odd = {"deviceId": "x\ud800", "\udfffkey": ["\ud83d"]}
+    bulk = BulkRequest(inputs=[odd], items=[], ticket_id=None, dry_run=False)
+    problem = Problem(Failure.GRAPH_THROTTLED, "later", retry_after=1.0)
+    doc = report(
+        [ItemResult(input=odd, problem=problem)], bulk, Call(Deadline.after(1, time.monotonic), "c")
+    )
+    echoed = {"deviceId": "x\ufffd", "\ufffdkey": ["\ufffd"]}
+    assert doc["results"][0]["input"] == echoed and doc["resend"] == [echoed]
+    json.dumps(doc, ensure_ascii=False).encode("utf-8")  # encodes as UTF-8 without error
