@@ -79,6 +79,7 @@ class ItemResult:
     outcome: Outcome | None = None
     problem: Problem | None = None
     call: Call | None = None
+    rejected: bool = False  # the entry itself failed validation
 
     @property
     def status(self) -> str:
@@ -177,8 +178,8 @@ class _Runner:
                 )
                 return Problem(
                     Failure.INTERNAL,
-                    "An unexpected error occurred; nothing is known to have changed for this "
-                    "device. Quote the correlation id when reporting it.",
+                    "An unexpected error occurred; nothing is known to have changed. Quote the "
+                    "correlation id when reporting it.",
                     trace=traceback.format_exc(),
                 )
 
@@ -201,7 +202,7 @@ async def run_bulk(
     requests: dict[int, UnassignRequest] = {}
     for index, item in enumerate(bulk.items):
         if isinstance(item, Problem):
-            results[index].problem = item
+            results[index].problem, results[index].rejected = item, True
         else:
             requests[index] = item
 
@@ -273,7 +274,8 @@ def report(results: list[ItemResult], bulk: BulkRequest, call: Call) -> dict[str
         seen = result.call.device if result.call is not None else {}
         entry = {
             "index": index,
-            "input": printable_echo(result.input),
+            # Caller text that failed validation is not repeated: the index says which entry.
+            "input": None if result.rejected else printable_echo(result.input),
             "deviceId": result.device_id,
             "serialNumber": seen.get("serialNumber"),
             "status": result.status,

@@ -9,17 +9,22 @@ service's business; what Graph *said* is decoded here.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
 
 import httpx
 
+from shared.graph_answer import (
+    MAX_HEADER_CHARS,
+    GraphResponse,
+    UnreadableAnswer,
+    parse_json,
+    problem_for,
+    read_bounded,
+)
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
 from shared.retry import (
@@ -33,27 +38,18 @@ from shared.retry import (
     parse_retry_after,
     plan_wait,
 )
-from shared.settings import Settings
+from shared.settings import GUID, Settings
 
 API_VERSION = "v1.0"
 AUTOPILOT = f"/{API_VERSION}/deviceManagement/windowsAutopilotDeviceIdentities"
-PERMISSION = "DeviceManagementServiceConfig.ReadWrite.All"
 RETRYABLE = frozenset({429, 500, 502, 503, 504})
-THROTTLING = frozenset({429, 503})
 USER_AGENT = "autopilot-unassign/1.0"
 # Graph calls in flight per process. Past a few dozen, httpx's pool spends more time managing
 # connections than sending (hundreds of concurrent calls took 5x longer in total here), and
 # Graph throttles bursts anyway; waiting callers queue on a semaphore, which costs nothing.
 MAX_IN_FLIGHT = 16
-# Bounds on reading an answer: a serial number search reads up to five pages of devices, and no
-# Graph answer nests deeper than a few levels.
-MAX_ANSWER_BYTES = 8 * 1024 * 1024
-MAX_ANSWER_DEPTH = 64
-# Header values we keep (request ids) are short GUIDs; a huge one is cut, not carried along.
-MAX_HEADER_CHARS = 128
-_GUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
-)
+# Failures that prove the request never left us: no connection was made to send it on.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 @dataclass
@@ -72,8 +68,8 @@ class Call:
     write_may_have_acted: bool = False
     # What the reads told us about the device, for the audit record even when a later step fails.
     device: dict[str, str] = field(default_factory=dict)
-    # Asked right before every write is sent: a Problem means the request has already been
-    # answered (a bulk request that stopped), so the write must not start.
+    # Asked right before every write is sent: a Problem means the request has stopped (a bulk
+    # request whose answer no longer waits for new writes), so the write must not start.
     halted: Callable[[], Problem | None] | None = None
     # Set while a write's own place to talk to Graph is lent to the read that checks the device.
     lends_slot: bool = False
@@ -85,7 +81,7 @@ class Call:
 
 def graph_request_id(correlation_id: str) -> str:
     """The caller's correlation id when it is a GUID, else a new GUID (Graph's rule)."""
-    if _GUID.fullmatch(correlation_id):
+    if GUID.fullmatch(correlation_id):
         return correlation_id
     return str(uuid.uuid4())
 
@@ -93,125 +89,6 @@ def graph_request_id(correlation_id: str) -> str:
 # Called before a write that follows a wait or a failed attempt: reads the device again and
 # raises when the write must not be sent.
 Recheck = Callable[[], Awaitable[None]]
-
-
-class GraphError(NamedTuple):
-    """Graph's error code and readable reason from an error answer."""
-
-    code: str
-    message: str
-    request_id: str | None
-
-
-class GraphResponse(NamedTuple):
-    """A final answer from Graph: status, decoded JSON body and request id."""
-
-    status: int
-    body: Any
-    request_id: str | None
-    retry_after: str | None = None
-    # A body came that is not a JSON document we can read (HTML from a proxy, garbage).
-    unreadable: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
-    def error(self) -> GraphError:
-        return decode_error(self.status, self.body, self.request_id)
-
-
-MAX_DETAIL_CHARS = 400
-
-
-def _readable(message: str) -> str:
-    """Intune nests a JSON document in `error.message`; keep its reason and support ids only."""
-    try:
-        inner = json.loads(message)
-    except (ValueError, RecursionError):
-        return message[:MAX_DETAIL_CHARS]
-    if isinstance(inner, dict) and isinstance(inner.get("Message"), str):
-        return str(inner["Message"]).split(" - Url:", 1)[0][:MAX_DETAIL_CHARS]
-    return "Graph gave no readable reason."
-
-
-def decode_error(status: int, body: Any, request_id: str | None) -> GraphError:
-    error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        return GraphError(f"HTTP{status}", f"Graph answered HTTP {status}.", request_id)
-    code = error.get("code")
-    message = error.get("message")
-    return GraphError(
-        code if isinstance(code, str) and code else f"HTTP{status}",
-        _readable(message) if isinstance(message, str) else "",
-        request_id,
-    )
-
-
-def problem_for(response: GraphResponse) -> Problem:
-    """What a Graph error means for our caller (see the table in shared.problems)."""
-    err = response.error()
-    reason = f"Graph answered {response.status} {err.code}: {err.message}".rstrip(": ")
-    if response.status == 403 or (
-        response.status == 401 and err.code != "InvalidAuthenticationToken"
-    ):
-        return Problem(
-            Failure.GRAPH_PERMISSION,
-            f"{reason}. The Function App's managed identity needs the Microsoft Graph application "
-            f"permission {PERMISSION} (and the tenant an Intune licence). A new grant reaches an "
-            "app that already holds a token only with its next token, which can take hours: "
-            "this app reuses its token until 5 minutes before it expires.",
-            graph_code=err.code,
-            graph_request_id=err.request_id,
-        )
-    if response.status in THROTTLING:
-        return Problem(
-            Failure.GRAPH_THROTTLED,
-            f"{reason}. Try again after the Retry-After interval.",
-            retry_after=parse_retry_after(response.retry_after, time.time()) or 1.0,
-            graph_code=err.code,
-            graph_request_id=err.request_id,
-        )
-    return Problem(
-        Failure.GRAPH_ERROR, f"{reason}.", graph_code=err.code, graph_request_id=err.request_id
-    )
-
-
-class UnreadableAnswer(Exception):
-    """Graph's answer could not be read within our bounds (size)."""
-
-
-# What sending a request or reading its answer can raise: each is Graph failing, not us.
-# httpx's DecodingError (a body that does not decompress) is a RequestError but not a
-# TransportError, so both are named.
-SEND_FAILURES = (httpx.RequestError, UnreadableAnswer)
-
-
-def parse_json(content: bytes) -> Any:
-    """The JSON document in `content`, or None when it is not one we can read (too deep, too)."""
-    if not content:
-        return None
-    try:
-        value = json.loads(content)
-    except (ValueError, RecursionError):
-        return None
-    if content.count(b"{") + content.count(b"[") > MAX_ANSWER_DEPTH and not _shallow(value):
-        return None
-    return value
-
-
-def _shallow(value: Any) -> bool:
-    """Whether no list or object in `value` sits deeper than MAX_ANSWER_DEPTH (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if not isinstance(item, dict | list):
-            continue
-        if depth > MAX_ANSWER_DEPTH:
-            return False
-        stack.extend((child, depth + 1) for child in children)
-    return True
 
 
 class GraphClient:
@@ -243,12 +120,14 @@ class GraphClient:
 
     def same_origin(self, url: str) -> bool:
         """Whether a link Graph gave us points at GRAPH_ENDPOINT (scheme, host and port)."""
-        try:
-            link = httpx.URL(url)
-        except httpx.InvalidURL:
+        if not url.isascii():  # Graph's links are percent-encoded; anything else is not one
             return False
         base = self._http.base_url
-        return (link.scheme, link.host, link.port) == (base.scheme, base.host, base.port)
+        try:
+            link = httpx.URL(url)
+            return (link.scheme, link.host, link.port) == (base.scheme, base.host, base.port)
+        except ValueError:  # httpx.InvalidURL, and idna's errors for a malformed host
+            return False
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -264,17 +143,25 @@ class GraphClient:
     ) -> GraphResponse:
         """`path` is relative to GRAPH_ENDPOINT, or an absolute link Graph gave us.
 
-        A write that follows any wait (for a token, the write pace, a place to talk to Graph, a
-        retry) or a failed attempt is sent only after `recheck` has read the device again.
+        A write needs `recheck`: when any wait (for a token, the write pace, a place to talk to
+        Graph, a retry) or a failed attempt lies between the last read and the write, the write
+        is sent only after `recheck` has read the device again.
         """
         write = method != "GET"
+        if write and recheck is None:
+            raise TypeError("a write needs a recheck")
         attempt = 0
         refreshed = False
         last: Problem | None = None
         while True:
             self._check_time_left(method, call.deadline, last)
-            waited = attempt > 0 or not self.tokens.ready()
-            token = await self.tokens.token(call.deadline)
+            try:
+                token = await self.tokens.token(call.deadline)
+            except Problem:
+                if last is not None:  # the failed attempt is the better account
+                    raise last from None
+                raise
+            waited = attempt > 0 or self.tokens.waited
             self._check_time_left(method, call.deadline, last)
             if write:
                 waited = await self._pace(call.deadline, last) or waited
@@ -294,7 +181,7 @@ class GraphClient:
                 sent = True
                 attempt += 1
                 call.attempts += 1
-                answer = await self._attempt(method, path, params, token, call)
+                answer, reached = await self._attempt(method, path, params, token, call)
             finally:
                 if own_slot:
                     self._slots_release()
@@ -303,7 +190,7 @@ class GraphClient:
             retry_after: float | None = None
             if isinstance(answer, Problem):
                 last = answer
-                call.write_may_have_acted |= write
+                call.write_may_have_acted |= write and reached
             else:
                 if answer.status == 401 and not refreshed and self._expired(answer):
                     # An expired or revoked token: one retry with a freshly fetched one.
@@ -329,10 +216,12 @@ class GraphClient:
     async def _before_write(
         self, method: str, call: Call, recheck: Recheck | None, last: Problem | None
     ) -> None:
-        """Send nothing once the request is answered, nor after a wait without a fresh read."""
-        halted = call.halted() if call.halted is not None else None
-        if halted is not None:
-            raise halted
+        """Send nothing once the request has stopped, nor after a wait without a fresh read.
+
+        After a failed attempt, its failure is what is raised instead of a write: the device may
+        have changed because of it, which only a read can tell.
+        """
+        self._check_halted(call, last)
         if recheck is None:
             return
         call.lends_slot = True  # the read uses this write's place: no second wait for one
@@ -345,31 +234,44 @@ class GraphClient:
             raise last from None
         finally:
             call.lends_slot = False
+        self._check_halted(call, last)
+        self._check_time_left(method, call.deadline, last)
+
+    @staticmethod
+    def _check_halted(call: Call, last: Problem | None) -> None:
         halted = call.halted() if call.halted is not None else None
         if halted is not None:
-            raise halted
-        self._check_time_left(method, call.deadline, last)
+            raise last or halted
 
     async def _attempt(
         self, method: str, path: str, params: dict[str, str] | None, token: str, call: Call
-    ) -> GraphResponse | Problem:
-        """One request to Graph: its answer, or the failure that stood in for one."""
+    ) -> tuple[GraphResponse | Problem, bool]:
+        """One request to Graph: its answer, or the failure that stood in for one; and whether
+        the request may have reached Graph."""
         try:
             # httpx's timeout bounds each read, not the whole answer: a server trickling
             # bytes could otherwise hold an attempt far past the deadline.
             async with asyncio.timeout(call.deadline.attempt_timeout()):
-                return await self._send(method, path, params, token, call)
+                return await self._send(method, path, params, token, call), True
+        except NOT_SENT as exc:
+            failure = (
+                "did not answer in time"
+                if isinstance(exc, httpx.TimeoutException)
+                else (f"could not be reached ({type(exc).__name__})")
+            )
+            return Problem(Failure.GRAPH_UNREACHABLE, f"Microsoft Graph {failure}."), False
         except (httpx.TimeoutException, TimeoutError):
-            return Problem(Failure.GRAPH_UNREACHABLE, "Microsoft Graph did not answer in time.")
+            return Problem(
+                Failure.GRAPH_UNREACHABLE, "Microsoft Graph did not answer in time."
+            ), True
         except httpx.TransportError as exc:
-            return Problem(
-                Failure.GRAPH_UNREACHABLE,
-                f"The connection to Microsoft Graph failed ({type(exc).__name__}).",
-            )
-        except SEND_FAILURES as exc:
-            return Problem(
-                Failure.GRAPH_ERROR, f"Microsoft Graph's answer could not be read ({exc})."
-            )
+            message = f"The connection to Microsoft Graph failed ({type(exc).__name__})."
+            return Problem(Failure.GRAPH_UNREACHABLE, message), True
+        except (httpx.RequestError, UnreadableAnswer) as exc:
+            # The answer came but cannot be read: httpx's DecodingError (a body that does not
+            # decompress) is a RequestError but no TransportError; ours is a size bound.
+            message = f"Microsoft Graph's answer could not be read ({exc})."
+            return Problem(Failure.GRAPH_ERROR, message), True
 
     async def _take_slot(self, method: str, deadline: Deadline, last: Problem | None) -> bool:
         """One of MAX_IN_FLIGHT places to talk to Graph, and whether it had to wait for it.
@@ -460,7 +362,7 @@ class GraphClient:
             request_id = response.headers.get("request-id")
             if request_id:
                 call.request_ids.append(request_id[:MAX_HEADER_CHARS])
-            content = await _read_bounded(response)
+            content = await read_bounded(response)
         finally:
             await response.aclose()
         body = parse_json(content)
@@ -471,18 +373,3 @@ class GraphClient:
             response.headers.get("retry-after") if response.status_code in RETRYABLE else None,
             unreadable=body is None and bool(content.strip()),
         )
-
-
-async def _read_bounded(response: httpx.Response) -> bytes:
-    """The decoded body, refusing more than MAX_ANSWER_BYTES (declared or sent)."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
-        raise UnreadableAnswer(f"it declares more than {MAX_ANSWER_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ANSWER_BYTES:
-            raise UnreadableAnswer(f"it is larger than {MAX_ANSWER_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

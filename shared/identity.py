@@ -100,10 +100,16 @@ class TokenProvider:
         self._prefetched: asyncio.Future[Token] | None = None
         self._last_status: int | None = None
         self._last_attempt = -math.inf
+        self.waited = False  # whether the last `token` call waited for a fetch
 
     async def token(self, deadline: Deadline) -> str:
+        """The token, and `waited` says whether this call had to wait for a fetch.
+
+        `waited` is read right after the await, before anything else can run on the loop.
+        """
         cached, now = self._token, self._clock()
         life = cached.expires_on - now if cached is not None else 0.0
+        self.waited = False
         if cached is not None and life > REFRESH_MARGIN_SECONDS:
             return cached.value
         if cached is not None and life > MIN_TOKEN_LIFE_SECONDS:
@@ -120,12 +126,8 @@ class TokenProvider:
                 "The managed identity endpoint did not hand out a token in time.",
                 retry_after=5,
             ) from None
+        self.waited = True
         return token.value
-
-    def ready(self) -> bool:
-        """Whether `token` would answer at once, from the token held, without waiting for a fetch."""
-        cached = self._token
-        return cached is not None and cached.expires_on - self._clock() > MIN_TOKEN_LIFE_SECONDS
 
     def prefetch(self) -> None:
         """Start fetching the first token now, on the worker thread, if none is held or coming.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.graph import AUTOPILOT, Call, GraphClient, GraphResponse, problem_for
+from shared.graph import AUTOPILOT, Call, GraphClient
+from shared.graph_answer import GraphResponse, problem_for
 from shared.problems import Failure, Problem
 from shared.request import normalise_device_id
 

@@ -7,6 +7,7 @@ that reaches a Graph URL, and it only does so in the normalised lower-case 8-4-4
 from __future__ import annotations
 
 import json
+import math
 import re
 import string
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from shared.problems import Failure, Problem
+from shared.settings import GUID
 
 MAX_BODY_BYTES = 16 * 1024
 FIELDS = ("deviceId", "serialNumber", "ticketId", "expectedUserPrincipalName", "dryRun")
@@ -22,9 +24,6 @@ MAX_UPN_LENGTH = 256
 MIN_SERIAL_LENGTH = 4
 MAX_SERIAL_LENGTH = 128
 
-_GUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII
-)
 _TICKET = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 _CORRELATION = _TICKET
 # Copy-paste from tickets brings spaces, tabs and line breaks around an id; nothing else is trimmed.
@@ -115,7 +114,7 @@ def normalise_device_id(value: object, source: str) -> str:
     text = value.strip(_SURROUNDING_WHITESPACE)
     if text.startswith("{") and text.endswith("}"):
         text = text[1:-1]
-    if not _GUID.fullmatch(text):
+    if not GUID.fullmatch(text):
         raise invalid(
             f"{source} must be an Autopilot device id: a GUID such as "
             "'fac6f0b1-f0b1-fac6-b1f0-c6fab1f0c6fa'. It is not the Intune or Entra device id."
@@ -191,6 +190,14 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise invalid(f"The JSON body holds {name}, which is not valid JSON.")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (1e999) would read as infinity."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise invalid("The JSON body holds a number too large to read.")
+    return value
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -290,7 +297,10 @@ def parse_body(
     try:
         text = body.decode("utf-8")
         data = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_constant,
+            parse_float=_finite,
         )
     except UnicodeDecodeError:
         raise invalid("The body is not UTF-8 text.") from None

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from shared.graph import AUTOPILOT, Call, GraphClient, problem_for
+from shared.graph import AUTOPILOT, Call, GraphClient
+from shared.graph_answer import problem_for
 from shared.lookup import find_by_serial
 from shared.problems import Failure, Problem
 from shared.request import UnassignRequest, same_user
@@ -176,8 +177,8 @@ async def _write(graph: GraphClient, device: Device, call: Call) -> Outcome:
     except Settled as settled:
         return settled.outcome
     except Problem as exc:
-        if exc.failure not in (Failure.GRAPH_UNREACHABLE, Failure.GRAPH_ERROR):
-            raise  # throttled, out of time, identity, reassigned: Graph did not act on it
+        if exc.failure is Failure.USER_MISMATCH or not call.write_may_have_acted:
+            raise  # reassigned, or every attempt was refused or never sent: nothing was done
         failure = exc
     else:
         if response.ok and not response.unreadable:

@@ -159,9 +159,10 @@ def socket_cases(count: int, seed: int = 20261129) -> list[dict[str, Any]]:
             cases.append({"method": "POST", "path": path, "json": body, "params": {name: "true"}})
         elif kind == "surrogate":
             field = rng.choice(["ticketId", "expectedUserPrincipalName", "serialNumber"])
-            doc = {field: rng.choice(SURROGATES)} | (
-                {} if field == "serialNumber" else {"deviceId": GUID}
-            )
+            odd = rng.choice(SURROGATES)
+            if field == "expectedUserPrincipalName":
+                odd = rng.choice([odd, "alex\udc00@contoso.example", "\ud800@contoso.example"])
+            doc = {field: odd} | ({} if field == "serialNumber" else {"deviceId": GUID})
             # json.dumps writes a lone surrogate as its \uXXXX escape: valid JSON, not text.
             cases.append(
                 {

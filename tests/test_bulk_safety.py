@@ -30,8 +30,9 @@ class Tenant:
     """Graph on a MockTransport: WAITING's first write is throttled briefly; CRASHING's read
     raises an error nothing expects (standing in for a bug of ours) once WAITING is waiting."""
 
-    def __init__(self, crash: bool) -> None:
+    def __init__(self, crash: bool, first_write: int = 429) -> None:
         self.crash = crash
+        self.first_write = first_write
         self.posts: list[float] = []  # when each write arrived (monotonic)
         self.throttled = asyncio.Event()
 
@@ -42,7 +43,9 @@ class Tenant:
             if len(self.posts) == 1:
                 self.throttled.set()
                 return httpx.Response(
-                    429, json={"error": {"code": "TooManyRequests"}}, headers={"Retry-After": "0.3"}
+                    self.first_write,
+                    json={"error": {"code": "TooManyRequests"}},
+                    headers={"Retry-After": "0.3"},
                 )
             return httpx.Response(204)
         if device_id == CRASHING:
@@ -84,8 +87,21 @@ def test_an_unexpected_error_stops_writes_and_answers_per_input_after_a_write() 
     # A write had been sent, so the answer is the per-input report, not "nothing changed".
     assert result.status == 207, result.body
     statuses = {r["input"]["deviceId"]: r["status"] for r in result.json()["results"]}
-    assert statuses == {WAITING: "internal", CRASHING: "internal"}
+    # WAITING's write was refused (429) and never retried: it is to be sent again, as it says.
+    assert statuses == {WAITING: "graph-throttled", CRASHING: "internal"}
+    assert result.json()["resend"] == [{"deviceId": WAITING}]
     assert "Traceback" not in result.body.decode()
+
+
+def test_a_stop_after_a_write_that_may_have_acted_reads_the_device_instead_of_writing() -> None:
+    tenant = Tenant(crash=True, first_write=500)
+    result, answered = run_bulk_then_linger(tenant)
+    assert len(tenant.posts) == 1 and all(t <= answered for t in tenant.posts)
+    assert result.status == 207, result.body
+    [waiting] = [r for r in result.json()["results"] if r["input"]["deviceId"] == WAITING]
+    # The device still shows its user, so the 500 is what happened to it: never "nothing changed".
+    assert waiting["status"] == "graph-error" and waiting["httpStatus"] == 502
+    assert "nothing" not in waiting["detail"]
 
 
 def test_positive_control_without_the_error_the_retried_write_is_seen() -> None:

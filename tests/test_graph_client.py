@@ -15,14 +15,8 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from shared.graph import (
-    AUTOPILOT,
-    MAX_ANSWER_BYTES,
-    MAX_ANSWER_DEPTH,
-    Call,
-    GraphClient,
-    GraphResponse,
-)
+from shared.graph import AUTOPILOT, Call, GraphClient
+from shared.graph_answer import MAX_ANSWER_BYTES, MAX_ANSWER_DEPTH, GraphResponse
 from shared.identity import TokenProvider
 from shared.problems import Failure, Problem
 from shared.retry import Deadline
@@ -31,6 +25,12 @@ from tests.fakes import CountingCredential, FakeClock, credential_factory
 
 DEVICE = f"{AUTOPILOT}/fac6f0b1-f0b1-fac6-b1f0-c6fab1f0c6fa"
 Answer = Callable[[httpx.Request], httpx.Response]
+
+
+async def unchanged() -> None:
+    """A fresh read that finds the device as it was."""
+
+
 GUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
@@ -80,8 +80,9 @@ def run(
 
     async def go() -> GraphResponse | Problem:
         await tokens.token(call.deadline)  # as after the device read that precedes every write
+        check = recheck if recheck is not None or method == "GET" else unchanged
         try:
-            return await client.call(method, DEVICE, call, recheck=recheck)
+            return await client.call(method, DEVICE, call, recheck=check)
         except Problem as problem:
             return problem
         finally:
@@ -357,9 +358,10 @@ def test_a_throttled_write_holds_the_next_write_of_the_process() -> None:
             try:
                 first_call = Call(Deadline.after(20, clock), "corr-1")
                 with contextlib.suppress(Problem):  # 30 s of Retry-After does not fit in 20 s
-                    await client.call("POST", DEVICE, first_call)
+                    await client.call("POST", DEVICE, first_call, recheck=unchanged)
                 try:
-                    return await client.call("POST", DEVICE, Call(Deadline.after(20, clock), "c2"))
+                    second = Call(Deadline.after(20, clock), "c2")
+                    return await client.call("POST", DEVICE, second, recheck=unchanged)
                 except Problem as problem:
                     return problem
             finally:
@@ -382,3 +384,74 @@ def test_a_throttled_write_holds_the_next_write_of_the_process() -> None:
     sent, script = second_write_after(httpx.Response(204, headers={"request-id": "first"}))
     assert isinstance(sent, GraphResponse) and sent.status == 204
     assert len(script.requests) == 2
+
+
+def test_a_write_without_a_way_to_read_the_device_again_is_refused() -> None:
+    clock = FakeClock()
+    settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
+    tokens = TokenProvider(settings, credential_factory=credential_factory(CountingCredential()))
+    script = Scripted(httpx.Response(204))
+    client = GraphClient(settings, tokens, transport=httpx.MockTransport(script), clock=clock)
+
+    async def go() -> None:
+        try:
+            await client.call("POST", DEVICE, Call(Deadline.after(20, clock), "c"))
+        finally:
+            await client.aclose()
+
+    with pytest.raises(TypeError):
+        asyncio.run(go())
+    assert script.requests == []
+
+
+def test_a_connection_never_made_is_not_a_write_that_may_have_acted() -> None:
+    script = Scripted(*[httpx.ConnectError("refused") for _ in range(20)])
+    result, _, call, _ = run(script, method="POST", deadline=3)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_UNREACHABLE
+    assert call.writes_sent > 1 and not call.write_may_have_acted
+    # Positive control: a connection dropped after the write was sent may have acted.
+    script = Scripted(*[httpx.RemoteProtocolError("dropped") for _ in range(20)])
+    result, _, call, _ = run(script, method="POST", deadline=3)
+    assert isinstance(result, Problem) and call.write_may_have_acted
+
+
+def test_a_write_that_waited_for_a_token_is_sent_only_after_a_fresh_read() -> None:
+    checks: list[int] = []
+
+    async def recheck() -> None:
+        checks.append(1)
+
+    clock = FakeClock()
+    settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
+    tokens = TokenProvider(settings, credential_factory=credential_factory(CountingCredential()))
+    script = Scripted(httpx.Response(204))
+    client = GraphClient(settings, tokens, transport=httpx.MockTransport(script), clock=clock)
+
+    async def go() -> None:
+        try:  # no token held yet: the write waits for the first fetch
+            await client.call("POST", DEVICE, Call(Deadline.after(20, clock), "c"), recheck=recheck)
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
+    assert checks == [1] and len(script.requests) == 1
+
+
+def test_an_overflowing_retry_after_date_counts_as_absent() -> None:
+    hostile = "Mon, 01 Jan 2024 00:00:00 +99999999999999999999"
+    script = Scripted(
+        *[graph_error(503, "ServiceUnavailable", {"Retry-After": hostile}) for _ in range(20)]
+    )
+    result, clock, _, _ = run(script, method="POST", deadline=3)
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_THROTTLED
+    assert clock.sleeps == [0.375, 0.75]  # the backoff, as for no Retry-After at all
+
+
+@pytest.mark.parametrize("link", ["https://xn--zz.com/x", "http://127.0.0.1:9/x\udcff", "://"])
+def test_a_next_link_that_is_not_a_url_is_not_ours(link: str) -> None:
+    settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
+    tokens = TokenProvider(settings, credential_factory=credential_factory(CountingCredential()))
+    client = GraphClient(settings, tokens)
+    assert not client.same_origin(link)
+    assert client.same_origin("http://127.0.0.1:9/v1.0/x?$skiptoken=1")  # positive control
+    asyncio.run(client.aclose())

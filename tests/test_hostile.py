@@ -295,3 +295,20 @@ def test_hostile_authorization_headers_never_get_through(
     result = asyncio.run(go())
     assert result.status == 401, result.body
     assert_refused(result, len(calls), audit_lines.lines)
+
+
+@pytest.mark.parametrize("upn", ["alex\udc00@contoso.example", "\ud800@contoso.example"])
+def test_a_lone_surrogate_in_an_otherwise_valid_request_is_400_naming_the_field(
+    audit_lines: Captured, upn: str
+) -> None:
+    # Shaped to pass every other check: before it was refused, it reached Graph and the answer
+    # could not be encoded (a bare 500, no audit record).
+    body = {"deviceId": GUID, "expectedUserPrincipalName": upn}
+    audit_lines.lines.clear()
+    result, calls = run("unassign", {}, json.dumps(body).encode(), None)
+    assert_refused(result, calls, audit_lines.lines)
+    assert "expectedUserPrincipalName" in json.loads(result.body)["detail"]
+    # Positive control: the same request with the surrogate taken out reaches Graph.
+    body["expectedUserPrincipalName"] = "alex@contoso.example"
+    _, calls = run("unassign", {}, json.dumps(body).encode(), None)
+    assert calls > 0

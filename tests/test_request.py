@@ -420,3 +420,15 @@ def test_user_key_lowers_ascii_letters_and_nothing_else() -> None:
     assert user_key("Alex.O-Neil_2@Contoso.COM") == "alex.o-neil_2@contoso.com"
     assert user_key("STRAßE@X") == "straße@x"
     assert user_key("ÄİK\u212a") == "Äİk\u212a"  # the Kelvin sign is not an ASCII K
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1" + "0" * 400 + ".5"])
+def test_a_number_too_large_for_a_float_is_refused_not_read_as_infinity(number: str) -> None:
+    body = ('{"devices": [{"deviceId": ' + number + "}]}").encode()
+    with pytest.raises(Problem) as caught:
+        parse_body(body, ("devices",))
+    assert caught.value.status == 400 and "too large" in caught.value.detail
+    # Positive control: an ordinary number reaches the field checks, which judge it.
+    assert parse_body(b'{"devices": [{"deviceId": 1.5}]}', ("devices",)) == {
+        "devices": [{"deviceId": 1.5}]
+    }

@@ -163,3 +163,29 @@ def test_a_2xx_to_the_write_that_is_not_graphs_is_not_taken_as_done() -> None:
     # Positive control: Graph's own 204 is done without another read.
     result, seen = run([read_as(ALEX), httpx.Response(204)])
     assert isinstance(result, Outcome) and result.status == "unassigned" and seen == ["GET", "POST"]
+
+
+def test_a_503_that_may_have_acted_is_read_again_when_no_retry_fits() -> None:
+    long_wait = httpx.Response(
+        503,
+        json={"error": {"code": "ServiceUnavailable", "message": "m"}},
+        headers={"Retry-After": "120"},
+    )
+    result, seen = run([read_as(ALEX), long_wait, read_as("")])
+    assert isinstance(result, Outcome) and result.status == "unassigned"
+    assert seen == ["GET", "POST", "GET"]
+    # Positive control: the device still shows the user, so the 503 is what happened.
+    result, seen = run([read_as(ALEX), long_wait, read_as(ALEX)])
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_THROTTLED
+    assert seen == ["GET", "POST", "GET"]
+
+
+def test_a_429_that_no_retry_fits_is_not_read_again() -> None:
+    refused = httpx.Response(
+        429,
+        json={"error": {"code": "TooManyRequests", "message": "m"}},
+        headers={"Retry-After": "120"},
+    )
+    result, seen = run([read_as(ALEX), refused])
+    assert isinstance(result, Problem) and result.failure is Failure.GRAPH_THROTTLED
+    assert seen == ["GET", "POST"]  # Intune refused to count it: nothing to find out
