@@ -24,6 +24,15 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("explore", deadline=None, max_examples=10000)
+# The Graph fault suite (tests/test_faults_e2e.py): each example is a few real requests with
+# retries, so few examples, the same ones on every run: well under a minute on two busy cores.
+settings.register_profile(
+    "faults",
+    derandomize=True,
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

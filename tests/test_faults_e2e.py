@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devtools.graph_emulator import DEVICES_PATH, Fault, GraphEmulator, RecordedRequest
@@ -27,13 +27,8 @@ from devtools.identity_emulator import IdentityEmulator
 from shared.request import same_user
 from tests.stack import Stack
 
-# Small and repeatable: the same examples on every run, each a few real requests.
-FAULTS = settings(
-    derandomize=True,
-    deadline=None,
-    max_examples=30,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+# Its own profile (tests/conftest.py): small and repeatable, each example a few real requests.
+FAULTS = settings.get_profile("faults")
 DEVICES = [
     ("5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c40", "FLT0001", "first.user0@contoso.example"),
     ("5a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c41", "FLT0002", "first.user1@contoso.example"),
