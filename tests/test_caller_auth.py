@@ -273,16 +273,17 @@ def test_a_malformed_key_document_is_503_and_never_replaces_good_keys(
     refused(check(entra.token(key=rotated))[0], Failure.SIGNING_KEYS_UNAVAILABLE)
 
 
-def test_a_trickling_key_endpoint_cannot_hold_callers(trickling_server: str) -> None:
+def trickling_auth(url: str) -> CallerAuth:
+    """Caller checks whose signing keys come from `url`, a byte at a time."""
     settings = load_caller_settings(
-        {
-            "CALLER_TENANT_ID": TENANT_ID,
-            "CALLER_AUDIENCE": API_CLIENT_ID,
-            "CALLER_JWKS_URL": trickling_server,
-        }
+        {"CALLER_TENANT_ID": TENANT_ID, "CALLER_AUDIENCE": API_CLIENT_ID, "CALLER_JWKS_URL": url}
     )
     assert settings is not None
-    auth = CallerAuth(settings)
+    return CallerAuth(settings)
+
+
+def test_a_trickling_key_endpoint_cannot_hold_callers(trickling_server: str) -> None:
+    auth = trickling_auth(trickling_server)
     token = EntraEmulator().token()  # never served: its keys are only used to sign
     started = time.monotonic()
 
@@ -418,15 +419,7 @@ def test_no_time_left_fails_at_once_without_a_fetch(entra: EntraEmulator) -> Non
 
 
 def test_a_budget_caps_the_wait_on_a_trickling_key_endpoint(trickling_server: str) -> None:
-    settings = load_caller_settings(
-        {
-            "CALLER_TENANT_ID": TENANT_ID,
-            "CALLER_AUDIENCE": API_CLIENT_ID,
-            "CALLER_JWKS_URL": trickling_server,
-        }
-    )
-    assert settings is not None
-    auth = CallerAuth(settings)
+    auth = trickling_auth(trickling_server)
     token = EntraEmulator().token()  # never served: its keys are only used to sign
     result, took = asyncio.run(timed(auth, token, 0.3))
     refused(result, Failure.SIGNING_KEYS_UNAVAILABLE)

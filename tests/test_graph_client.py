@@ -386,12 +386,17 @@ def test_a_throttled_write_holds_the_next_write_of_the_process() -> None:
     assert len(script.requests) == 2
 
 
-def test_a_write_without_a_way_to_read_the_device_again_is_refused() -> None:
+def cold_client(script: Scripted) -> tuple[GraphClient, FakeClock]:
+    """A client that holds no token yet, on a clock that only moves when told to."""
     clock = FakeClock()
     settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
     tokens = TokenProvider(settings, credential_factory=credential_factory(CountingCredential()))
+    return GraphClient(settings, tokens, transport=httpx.MockTransport(script), clock=clock), clock
+
+
+def test_a_write_without_a_way_to_read_the_device_again_is_refused() -> None:
     script = Scripted(httpx.Response(204))
-    client = GraphClient(settings, tokens, transport=httpx.MockTransport(script), clock=clock)
+    client, clock = cold_client(script)
 
     async def go() -> None:
         try:
@@ -421,11 +426,8 @@ def test_a_write_that_waited_for_a_token_is_sent_only_after_a_fresh_read() -> No
     async def recheck() -> None:
         checks.append(1)
 
-    clock = FakeClock()
-    settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
-    tokens = TokenProvider(settings, credential_factory=credential_factory(CountingCredential()))
     script = Scripted(httpx.Response(204))
-    client = GraphClient(settings, tokens, transport=httpx.MockTransport(script), clock=clock)
+    client, clock = cold_client(script)
 
     async def go() -> None:
         try:  # no token held yet: the write waits for the first fetch
