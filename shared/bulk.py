@@ -310,8 +310,10 @@ def report(results: list[ItemResult], bulk: BulkRequest, call: Call) -> dict[str
             + ". Intune can take several minutes to show changes."
         ),
     }
+    # Always a list, empty when nothing is to be sent again: a flow's loop over it must not
+    # meet a missing field (which its Array variable would take as null).
+    doc["resend"] = [printable_echo(r.input) for r in retry]
     if retry:
         waits = [r.problem.retry_after or 1.0 for r in retry if r.problem is not None]
         doc["retryAfter"] = min(MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(max(waits))))
-        doc["resend"] = [printable_echo(r.input) for r in retry]
     return doc
