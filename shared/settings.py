@@ -4,7 +4,7 @@
 |---------------------------|------------------------------|---------|
 | GRAPH_ENDPOINT            | https://graph.microsoft.com  | Graph base URL; sovereign clouds allowed; http only on loopback |
 | UNASSIGN_DEADLINE_SECONDS | 20                           | time budget for all Graph work of one request (1 to 200) |
-| BULK_DEADLINE_SECONDS     | 60                           | time budget of one bulk request (1 to 200) |
+| BULK_DEADLINE_SECONDS     | 60                           | time budget of one bulk request (1 to 200; above 100 used as 100) |
 | GRAPH_WRITES_PER_WINDOW   | 100                          | client-side pace: writes per window (Intune's limit) |
 | GRAPH_WRITE_WINDOW_SECONDS| 20                           | the pace's window |
 | AZURE_CLIENT_ID           | (system-assigned identity)   | client id of a user-assigned managed identity |
@@ -16,6 +16,7 @@ The README's configuration table repeats this one for admins.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -29,6 +30,11 @@ DEFAULT_GRAPH_ENDPOINT = "https://graph.microsoft.com"
 DEFAULT_DEADLINE_SECONDS = 20.0
 # Bulk callers are flows (Power Automate waits 120 s), so they get more time than a ticket.
 DEFAULT_BULK_DEADLINE_SECONDS = 60.0
+# Power Automate gives up on a synchronous call after 120 s, so a bulk answer must come well
+# before; values up to 200 stay valid (refusing them would stop running apps) but are used as this.
+MAX_USED_BULK_DEADLINE_SECONDS = 100.0
+_log = logging.getLogger("autopilot.settings")
+_warned: set[str] = set()
 # Intune allows 100 writes per 20 s per app per tenant (enrollment group).
 DEFAULT_WRITES_PER_WINDOW = 100
 DEFAULT_WRITE_WINDOW_SECONDS = 20.0
@@ -125,6 +131,21 @@ def _credential(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _bulk_deadline(env: Mapping[str, str]) -> float:
+    value = _number(env, "BULK_DEADLINE_SECONDS", DEFAULT_BULK_DEADLINE_SECONDS, *DEADLINE_RANGE)
+    if value <= MAX_USED_BULK_DEADLINE_SECONDS:
+        return value
+    if "BULK_DEADLINE_SECONDS" not in _warned:  # once per process, not on every request
+        _warned.add("BULK_DEADLINE_SECONDS")
+        _log.warning(
+            "App setting BULK_DEADLINE_SECONDS is above %g and is used as %g: Power Automate "
+            "gives up on a synchronous call after 120 s.",
+            MAX_USED_BULK_DEADLINE_SECONDS,
+            MAX_USED_BULK_DEADLINE_SECONDS,
+        )
+    return MAX_USED_BULK_DEADLINE_SECONDS
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     source = os.environ if env is None else env
     return Settings(
@@ -134,9 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         azure_client_id=_client_id(source),
         credential=_credential(source),
-        bulk_deadline_seconds=_number(
-            source, "BULK_DEADLINE_SECONDS", DEFAULT_BULK_DEADLINE_SECONDS, *DEADLINE_RANGE
-        ),
+        bulk_deadline_seconds=_bulk_deadline(source),
         writes_per_window=_writes_per_window(source),
         write_window_seconds=_number(
             source, "GRAPH_WRITE_WINDOW_SECONDS", DEFAULT_WRITE_WINDOW_SECONDS, 0.1, 3600

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+import shared.settings as settings_module
 from shared.problems import Failure, Problem
 from shared.settings import load_settings
 
@@ -87,3 +90,28 @@ def test_a_bad_setting_is_named_but_its_value_never_shown(name: str, value: str)
         assert part not in detail
     # Positive control: the same probe finds what the message does carry.
     assert f"App setting {name} is invalid" in detail
+
+
+def test_a_bulk_deadline_above_100_is_used_as_100_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Power Automate gives up on a synchronous call after 120 s: a longer budget would answer
+    # nobody. A value that was valid before stays valid, so running apps keep working.
+    monkeypatch.setattr(settings_module, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="autopilot.settings"):
+        assert load_settings({"BULK_DEADLINE_SECONDS": "150"}).bulk_deadline_seconds == 100
+        assert load_settings({"BULK_DEADLINE_SECONDS": "200"}).bulk_deadline_seconds == 100
+    [warning] = [r for r in caplog.records if r.name == "autopilot.settings"]
+    assert "BULK_DEADLINE_SECONDS" in warning.getMessage() and "150" not in warning.getMessage()
+
+
+def test_positive_control_a_bulk_deadline_up_to_100_is_used_as_set_without_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(settings_module, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="autopilot.settings"):
+        assert load_settings({"BULK_DEADLINE_SECONDS": "100"}).bulk_deadline_seconds == 100
+        assert load_settings({"BULK_DEADLINE_SECONDS": "90"}).bulk_deadline_seconds == 90
+    assert [r for r in caplog.records if r.name == "autopilot.settings"] == []
+    with pytest.raises(Problem):  # still refused beyond the documented range
+        load_settings({"BULK_DEADLINE_SECONDS": "201"})
