@@ -1,14 +1,18 @@
 # Two commands do everything on a fresh machine:
 #   make run    start the dev host with the Graph and identity emulators on loopback
-#   make test   ruff, ruff format --check, mypy --strict and the whole pytest suite
-# Both create .venv and install requirements-dev.txt first (again only when it changes).
+#   make test   ruff, ruff format --check, mypy --strict, the ServiceNow script include's Node
+#               tests and the whole pytest suite
+# Both create .venv and install requirements-dev.txt first (again only when it changes); `make test`
+# also installs package-lock.json into node_modules with npm ci (again only when it changes).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Inside node_modules: npm ci empties the folder first, so a failed install leaves no stamp.
+NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint infra-check package bench clean
+.PHONY: run test lint node-test infra-check package bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or newer is needed")'
@@ -24,7 +28,16 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint
+# acorn (the ES5 check of the script include) exactly as package-lock.json pins it.
+$(NODE_STAMP): package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NODE_STAMP)
+
+# The files, not their folder: Node 21 and later no longer search a folder given to --test.
+node-test: $(NODE_STAMP)
+	node --test --test-reporter=spec integrations/servicenow/test/*.test.js
+
+test: lint node-test
 	$(PY) -m pytest
 
 # The infra checks alone (they also run inside `make test`): pycep parse, security properties,
@@ -37,7 +50,7 @@ package: $(STAMP)
 	$(PY) -m devtools.package
 
 clean:
-	rm -rf $(VENV) .venv-checkov dist
+	rm -rf $(VENV) .venv-checkov dist node_modules
 
 # Benchmarks next to msgraph-sdk (in its own .venv-sdk, made on first use) on the local emulators;
 # prints every figure, its ratio and the targets (docs/PERFORMANCE.md). Takes 5 to 6 minutes.

@@ -3,8 +3,10 @@
     python -m devtools.package [--output dist/autopilot-unassign.zip]
 
 Flex Consumption builds remotely: the package is source only and Azure installs
-requirements.txt. The patterns are matched like the Functions tooling does: a pattern names a
-file or folder at any depth, `*` and `?` match within one name.
+requirements.txt. `.funcignore` is the one list of what stays out, read here as azd reads it
+(`dist` and `.git` are added only in case it ever lost them), so this zip and a deployment never
+disagree. Its patterns are matched like the Functions tooling does: a pattern names a file or
+folder at any depth, `*` and `?` match within one name.
 """
 
 from __future__ import annotations

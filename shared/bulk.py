@@ -43,7 +43,9 @@ from shared.request import (
 from shared.service import ALREADY_UNASSIGNED, UNASSIGNED, WOULD_UNASSIGN, Outcome, unassign
 
 MAX_DEVICES = 100
-MAX_BODY_BYTES = 64 * 1024
+# The largest body the connector's definition allows (100 devices, every string at its longest,
+# every character escaped as \uXXXX, pretty-printed) is about 395 KB: it must never be 413.
+MAX_BODY_BYTES = 512 * 1024
 CONCURRENCY = 4
 FIELDS = ("devices", "ticketId", "dryRun")
 ITEM_FIELDS = ("deviceId", "serialNumber", "expectedUserPrincipalName")

@@ -82,7 +82,8 @@ def decode_error(status: int, body: Any, request_id: str | None) -> GraphError:
 def problem_for(response: GraphResponse) -> Problem:
     """What a Graph error means for our caller (see the table in shared.problems)."""
     err = response.error()
-    reason = f"Graph answered {response.status} {err.code}: {err.message}".rstrip(": ")
+    # Each use adds its own sentence after this one: no full stop of Graph's may double ours.
+    reason = f"Graph answered {response.status} {err.code}: {err.message}".rstrip(": .")
     if response.status == 403 or (
         response.status == 401 and err.code != "InvalidAuthenticationToken"
     ):

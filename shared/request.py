@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 from shared.problems import Failure, Problem
 from shared.settings import GUID
 
+# The largest body the connector's definition allows (every string at its longest, every
+# character escaped as \uXXXX, pretty-printed) is about 4.4 KB: it must never be 413.
 MAX_BODY_BYTES = 16 * 1024
 FIELDS = ("deviceId", "serialNumber", "ticketId", "expectedUserPrincipalName", "dryRun")
 MAX_UPN_LENGTH = 256

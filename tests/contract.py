@@ -2,6 +2,10 @@
 
 Swagger 2.0 has no `null` type; `x-nullable: true` (what Power Automate reads) is turned into
 `["<type>", "null"]` before validating with JSON Schema draft 4, the dialect Swagger 2.0 uses.
+
+A request must match an operation of the definition (method, and path as sent, percent-encoding
+kept). The one exception is the Functions host's own answer to a route or method that no function
+declares: 404 or 405 with an empty body, before any of our code runs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from jsonschema import Draft4Validator
 from tests.stack import ROOT
 
 SPEC_PATH = ROOT / "connector" / "apiDefinition.swagger.json"
+# What the Functions host answers itself, empty, for a route or method no function declares.
+HOST_REFUSALS = frozenset({404, 405})
 
 
 def spec() -> dict[str, Any]:
@@ -35,9 +41,8 @@ def _nullable(node: Any) -> Any:
     return node
 
 
-@cache
-def _operations() -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
-    document = spec()
+def operations(document: dict[str, Any]) -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
+    """(path pattern, METHOD, operation) for every operation of `document`."""
     found = []
     for template, methods in document["paths"].items():
         pattern = re.sub(r"\{[^}]+\}", "[^/]+", document["basePath"] + template)
@@ -46,33 +51,67 @@ def _operations() -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
     return found
 
 
+@cache
+def _operations() -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
+    return operations(spec())
+
+
 def check_response(
-    method: str, path: str, status: int, body: bytes, definitions: dict[str, Any] | None = None
+    method: str,
+    path: str,
+    status: int,
+    body: bytes,
+    definitions: dict[str, Any] | None = None,
+    document: dict[str, Any] | None = None,
 ) -> None:
-    """Raise AssertionError when a response of an operation in the definition does not conform."""
-    matching = [op for pattern, m, op in _operations() if m == method and pattern.fullmatch(path)]
+    """Raise AssertionError unless the response is one the definition declares for its request.
+
+    `path` is the path as sent (percent-encoded, without the query string); `document` replaces
+    the connector's definition (a test's altered copy).
+    """
+    ops = _operations() if document is None else operations(document)
+    matching = [op for pattern, m, op in ops if m == method and pattern.fullmatch(path)]
     if not matching:
-        return  # not an operation of ours (an unknown route or method the host answers)
+        assert status in HOST_REFUSALS and not body, (
+            f"{method} {path} matches no operation in the definition (answered {status})"
+        )
+        return  # the host's own refusal of a route or method no function declares
     declared = matching[0]["responses"].get(str(status))
     assert declared is not None, (
         f"{method} {path} answered {status}, which is not in the definition"
     )
-    if "schema" not in declared or (status == 401 and not body):
-        return  # the Functions host's own 401 for a missing key has no body
-    schema = {"definitions": definitions or spec()["definitions"], **declared["schema"]}
-    errors = list(Draft4Validator(_nullable(schema)).iter_errors(json.loads(body)))
+    if "schema" in declared:
+        schema = declared["schema"]
+    elif body:
+        # Declared without a schema for the host's empty answer (the 401 for a missing key); a
+        # body there is ours, and ours are problem documents.
+        schema = {"$ref": "#/definitions/Problem"}
+    else:
+        return
+    if definitions is None:
+        definitions = (spec() if document is None else document)["definitions"]
+    errors = list(
+        Draft4Validator(_nullable({"definitions": definitions, **schema})).iter_errors(
+            json.loads(body)
+        )
+    )
     assert not errors, f"{method} {path} {status} does not conform: {errors[0].message}"
+
+
+def _sent_path(response: httpx.Response) -> str:
+    """The path as sent, percent-encoding kept (so an encoded '/' stays inside its segment)."""
+    return response.url.raw_path.split(b"?", 1)[0].decode("ascii")
 
 
 def hook(response: httpx.Response) -> None:
     response.read()
     check_response(
-        response.request.method, response.url.path, response.status_code, response.content
+        response.request.method, _sent_path(response), response.status_code, response.content
     )
 
 
 async def async_hook(response: httpx.Response) -> None:
     await response.aread()
     check_response(
-        response.request.method, response.url.path, response.status_code, response.content
+        response.request.method, _sent_path(response), response.status_code, response.content
     )

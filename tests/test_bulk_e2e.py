@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +11,7 @@ import pytest
 
 from devtools.graph_emulator import DEMO_ASSIGNED_ID, DEMO_UNASSIGNED_ID, Fault, GraphEmulator
 from devtools.identity_emulator import IdentityEmulator
-from shared.bulk import CONCURRENCY
+from shared.bulk import CONCURRENCY, MAX_BODY_BYTES
 from tests.e2e import assert_problem
 from tests.stack import Stack
 
@@ -224,10 +225,20 @@ def test_bad_bulk_requests_are_400_naming_the_limit(
     assert graph.requests == []
 
 
-def test_bulk_body_over_64_kib_is_413(stack: Stack, graph: GraphEmulator) -> None:
-    devices = [{"serialNumber": "S" * 128} for _ in range(100)] * 6
-    doc = assert_problem(stack.post(BULK, json={"devices": devices}), 413)
-    assert "65536" in doc["detail"]
+def test_bulk_body_over_512_kib_is_413(stack: Stack, graph: GraphEmulator) -> None:
+    devices = [{"serialNumber": "S" * 128} for _ in range(100)] * 36
+    body = json.dumps({"devices": devices}).encode()
+    assert len(body) > MAX_BODY_BYTES == 512 * 1024
+    doc = assert_problem(stack.post(BULK, content=body), 413)
+    assert "524288" in doc["detail"]
+    assert graph.requests == []
+
+
+def test_bulk_body_of_exactly_512_kib_is_read(stack: Stack, graph: GraphEmulator) -> None:
+    body = json.dumps({"devices": [{"deviceId": "x"}]}).encode()
+    body = body + b" " * (MAX_BODY_BYTES - len(body))
+    response = stack.post(BULK, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 207, response.text  # read and answered: its one entry is bad
     assert graph.requests == []
 
 

@@ -457,3 +457,14 @@ def test_a_next_link_that_is_not_a_url_is_not_ours(link: str) -> None:
     assert not client.same_origin(link)
     assert client.same_origin("http://127.0.0.1:9/v1.0/x?$skiptoken=1")  # positive control
     asyncio.run(client.aclose())
+
+
+def test_graphs_own_full_stop_is_not_doubled_in_the_detail() -> None:
+    body = {"error": {"code": "ServiceUnavailable", "message": "The service is unavailable."}}
+    script = Scripted(*[httpx.Response(503, json=body) for _ in range(20)])
+    result, _, _, _ = run(script, deadline=1)
+    assert isinstance(result, Problem)
+    assert result.detail.startswith(
+        "Graph answered 503 ServiceUnavailable: The service is unavailable. "
+    )
+    assert ".." not in result.detail
