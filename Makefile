@@ -53,6 +53,6 @@ clean:
 	rm -rf $(VENV) .venv-checkov dist node_modules
 
 # Benchmarks next to msgraph-sdk (in its own .venv-sdk, made on first use) on the local emulators;
-# prints every figure, its ratio and the targets (docs/PERFORMANCE.md). Takes 5 to 6 minutes.
+# prints every figure, its ratio and the targets (docs/PERFORMANCE.md). About 2 minutes here.
 bench: $(STAMP)
 	$(PY) -m bench.run
