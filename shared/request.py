@@ -203,10 +203,11 @@ def _finite(text: str) -> float:
 
 
 def check_content_type(content_type: str | None) -> None:
+    """application/json (the only type the connector's definition consumes), or none at all."""
     if not content_type:
         return
     media = content_type.split(";", 1)[0].strip().lower()
-    if media != "application/json" and not media.endswith("+json"):
+    if media != "application/json":
         raise Problem(Failure.UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json.")
 
 

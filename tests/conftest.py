@@ -7,12 +7,28 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 
+import hypothesis.core
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.internal.conjecture import engine as hypothesis_engine
+from hypothesis.strategies._internal import collections as hypothesis_collections
+from hypothesis.vendor import pretty as hypothesis_pretty
+from schemathesis.generation.hypothesis import setup as schemathesis_setup
 
 from devtools.graph_emulator import GraphEmulator
 from devtools.identity_emulator import IdentityEmulator
 from tests.stack import Stack
+
+# schemathesis (tests/test_definition_fuzz_e2e.py) is a pytest plugin, so it is imported into every
+# run, and on import it tunes Hypothesis for its own speed: a printer that prints nothing (every
+# failing example would show as `x=,`) and a buffer four times Hypothesis' own. Let it do so now
+# (it does it once), then put Hypothesis' own back, so every test shows its failing example and
+# draws its examples as it does without schemathesis.
+HYPOTHESIS_BUFFER_SIZE = 8 * 1024  # hypothesis.internal.conjecture.engine.BUFFER_SIZE as released
+schemathesis_setup()
+hypothesis.core.RepresentationPrinter = hypothesis_pretty.RepresentationPrinter  # type: ignore[attr-defined]
+for _module in (hypothesis.core, hypothesis_engine, hypothesis_collections):
+    _module.BUFFER_SIZE = HYPOTHESIS_BUFFER_SIZE  # type: ignore[attr-defined]
 
 # Derandomized and without per-example deadlines: the same examples on every run, however loaded
 # the machine is. `HYPOTHESIS_PROFILE=explore` searches afresh with more examples.
