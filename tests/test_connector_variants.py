@@ -1,0 +1,183 @@
+"""The two connectors: function key only (`connector/`) and Entra ID (`connector/entra/`).
+
+- `connector/entra/` is exactly what `python -m devtools.connector_variants` generates from
+  `connector/`, so the two never drift apart;
+- they differ only in authentication, and each declares it the way Power Platform documents;
+- both reach the Function App named by the connection (`hostName` + `dynamichosturl`), so one
+  connector serves dev, test and production;
+- the Entra variant meets the same certification rules as the source.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from devtools import connector_variants as variants
+from devtools.package import ignore_patterns, ignored
+from tests.test_connector import RULES
+
+Document = dict[str, Any]
+SOURCE, ENTRA = variants.SOURCE, variants.TARGET
+
+
+def load(folder: Path, name: str) -> Document:
+    loaded: Document = json.loads((folder / name).read_text())
+    return loaded
+
+
+def without(document: Document, keys: tuple[str, ...]) -> Document:
+    return {k: v for k, v in document.items() if k not in keys}
+
+
+def test_the_entra_variant_is_what_the_script_generates() -> None:
+    """Regenerating gives exactly the committed files: edit connector/, then regenerate."""
+    assert variants.stale() == []
+    for name, text in variants.render().items():
+        assert (ENTRA / name).read_text() == text, name
+    assert variants.main(["--check"]) == 0
+
+
+def test_the_check_notices_a_stale_file(tmp_path: Path) -> None:
+    target = tmp_path / "entra"
+    assert sorted(variants.stale(SOURCE, target)) == [variants.DEFINITION, variants.PROPERTIES]
+    variants.write(SOURCE, target)
+    assert variants.stale(SOURCE, target) == []
+    edited = load(target, variants.DEFINITION)
+    edited["info"]["title"] = "Autopilot unassign (edited)"
+    (target / variants.DEFINITION).write_text(variants.dump(edited))
+    assert variants.stale(SOURCE, target) == [variants.DEFINITION]
+
+
+def test_the_definitions_differ_only_in_authentication() -> None:
+    keys = variants.DEFINITION_AUTH_KEYS
+    source, entra = load(SOURCE, variants.DEFINITION), load(ENTRA, variants.DEFINITION)
+    assert without(source, keys) == without(entra, keys)
+    assert all(source[k] != entra[k] for k in keys)
+
+
+def test_the_properties_differ_only_in_authentication() -> None:
+    keys = variants.PROPERTIES_AUTH_KEYS
+    source = load(SOURCE, variants.PROPERTIES)["properties"]
+    entra = load(ENTRA, variants.PROPERTIES)["properties"]
+    assert without(source, keys) == without(entra, keys)
+    # Inside them, the host parameter and its policy are shared, unchanged.
+    assert source["connectionParameters"]["hostName"] == entra["connectionParameters"]["hostName"]
+    assert (
+        entra["policyTemplateInstances"][: len(source["policyTemplateInstances"])]
+        == (source["policyTemplateInstances"])
+    )
+
+
+def test_the_entra_definition_is_valid_swagger_2() -> None:
+    validate(load(ENTRA, variants.DEFINITION))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_the_entra_variant_meets_the_certification_rule(rule: str) -> None:
+    assert RULES[rule](load(ENTRA, variants.DEFINITION), load(ENTRA, variants.PROPERTIES)) == []
+
+
+# https://learn.microsoft.com/connectors/custom-connectors/policy-templates/dynamichosturl/dynamichosturl :
+# `x-ms-apimTemplateParameter.urlTemplate` (required) replaces the host URL and may use
+# `@connectionParameters('…')`; without `x-ms-apimTemplate-operationName` it applies to every
+# operation.
+@pytest.mark.parametrize("folder", [SOURCE, ENTRA], ids=["function key", "entra"])
+def test_each_connector_calls_the_host_its_connection_names(folder: Path) -> None:
+    properties = load(folder, variants.PROPERTIES)["properties"]
+    host = properties["connectionParameters"]["hostName"]
+    assert host["type"] == "string"
+    assert host["uiDefinition"]["constraints"]["required"] == "true"
+    [policy] = [
+        p for p in properties["policyTemplateInstances"] if p["templateId"] == "dynamichosturl"
+    ]
+    assert policy["parameters"] == {
+        "x-ms-apimTemplateParameter.urlTemplate": "https://@connectionParameters('hostName')/api"
+    }
+    # The template ends with the definition's base path: the policy page calls its result the
+    # host URL, which is read here as host and base path (not confirmed on a live connector).
+    assert load(folder, variants.DEFINITION)["basePath"] == "/api"
+
+
+def test_the_function_key_connector_keeps_its_api_key() -> None:
+    definition = load(SOURCE, variants.DEFINITION)
+    assert definition["securityDefinitions"] == {
+        "function_key": {"type": "apiKey", "in": "header", "name": "x-functions-key"}
+    }
+    assert definition["security"] == [{"function_key": []}]
+    parameters = load(SOURCE, variants.PROPERTIES)["properties"]["connectionParameters"]
+    assert parameters["api_key"]["type"] == "securestring"
+    assert set(parameters) == {"hostName", "api_key"}
+
+
+# Swagger 2.0 OAuth 2.0 authorization-code flow: `flow` "accessCode" needs `authorizationUrl`,
+# `tokenUrl` and `scopes` (https://swagger.io/specification/v2/#security-scheme-object); Power
+# Platform reads the identity provider from apiProperties.json, not from these URLs.
+def test_the_entra_definition_declares_oauth2_only() -> None:
+    definition = load(ENTRA, variants.DEFINITION)
+    assert definition["securityDefinitions"] == {
+        "oauth2_auth": {
+            "type": "oauth2",
+            "flow": "accessCode",
+            "authorizationUrl": "https://login.microsoftonline.com/common/oauth2/authorize",
+            "tokenUrl": "https://login.microsoftonline.com/common/oauth2/authorize",
+            "scopes": {},
+        }
+    }
+    assert definition["security"] == [{"oauth2_auth": []}]
+
+
+# https://learn.microsoft.com/connectors/custom-connectors/multi-auth (the parameter schema, as
+# in `connectionParameters`): an `oauthSetting` with `oAuthSettings`; one authentication type per
+# connector, so the function key is a `securestring` parameter, not a second security scheme.
+def test_the_entra_connection_signs_in_with_aad_for_the_api() -> None:
+    parameters = load(ENTRA, variants.PROPERTIES)["properties"]["connectionParameters"]
+    assert set(parameters) == {"hostName", "token", "functionKey"}
+    token = parameters["token"]
+    assert token["type"] == "oauthSetting"
+    settings = token["oAuthSettings"]
+    assert settings["identityProvider"] == "aad"
+    assert settings["redirectMode"] == "GlobalPerConnector"
+    assert settings["properties"]["IsFirstParty"] == "False"
+    assert settings["customParameters"]["resourceUri"] == {"value": variants.APP_ID_URI}
+    assert settings["customParameters"]["loginUri"] == {
+        "value": "https://login.microsoftonline.com"
+    }
+    assert "clientSecret" not in settings  # never committed: given at import (paconn --secret)
+    key = parameters["functionKey"]
+    assert (
+        key["type"] == "securestring" and key["uiDefinition"]["constraints"]["clearText"] is False
+    )
+
+
+def test_the_app_id_uri_placeholder_has_the_registrations_form() -> None:
+    """infra/api-registration.bicep: identifierUri = 'api://${tenant().tenantId}/${uniqueName}'."""
+    bicep = (variants.ROOT / "infra" / "api-registration.bicep").read_text()
+    assert "api://${tenant().tenantId}/${uniqueName}" in bicep
+    assert variants.APP_ID_URI == "api://<tenant id>/<unique name>"
+
+
+# https://learn.microsoft.com/connectors/custom-connectors/policy-templates/setheader/setheader :
+# name, value and policy section are required; existsAction "override" replaces a value already
+# there; the value may be `@connectionParameters('…')`.
+def test_the_entra_connector_sends_the_function_key_on_every_request() -> None:
+    policies = load(ENTRA, variants.PROPERTIES)["properties"]["policyTemplateInstances"]
+    [policy] = [p for p in policies if p["templateId"] == "setheader"]
+    assert policy["parameters"] == {
+        "x-ms-apimTemplateParameter.name": "x-functions-key",
+        "x-ms-apimTemplateParameter.value": "@connectionParameters('functionKey')",
+        "x-ms-apimTemplateParameter.existsAction": "override",
+        "x-ms-apimTemplate-policySection": "Request",
+    }
+    assert "x-ms-apimTemplate-operationName" not in policy  # every operation
+
+
+def test_no_connector_file_is_deployed() -> None:
+    patterns = ignore_patterns()
+    for folder in (SOURCE, ENTRA):
+        for name in (variants.DEFINITION, variants.PROPERTIES):
+            assert ignored((folder / name).relative_to(variants.ROOT), patterns), folder / name
