@@ -122,7 +122,7 @@ def parse_json(content: bytes) -> Any:
     if not content:
         return None
     try:
-        value = json.loads(content, parse_constant=_not_a_number, parse_float=_finite)
+        value = _DECODER.decode(content.decode(json.detect_encoding(content), "surrogatepass"))
     except (ValueError, RecursionError):
         return None
     if content.count(b"{") + content.count(b"[") > MAX_ANSWER_DEPTH and not _shallow(value):
@@ -139,6 +139,10 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(text)
     return value
+
+
+# Built once: json.loads with hooks would build a new decoder for every answer.
+_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
 
 
 def _shallow(value: Any) -> bool:
