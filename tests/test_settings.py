@@ -95,8 +95,8 @@ def test_a_bad_setting_is_named_but_its_value_never_shown(name: str, value: str)
 def test_a_bulk_deadline_above_100_is_used_as_100_with_one_warning(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Power Automate gives up on a synchronous call after 120 s: a longer budget would answer
-    # nobody. A value that was valid before stays valid, so running apps keep working.
+    # Power Automate gives up on a synchronous call after 120 s (Microsoft Learn, Power Automate
+    # limits and configuration, #timeout): a longer budget would answer nobody. A value that was valid before stays valid, so running apps keep working.
     monkeypatch.setattr(settings_module, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="autopilot.settings"):
         assert load_settings({"BULK_DEADLINE_SECONDS": "150"}).bulk_deadline_seconds == 100
