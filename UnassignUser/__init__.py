@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import azure.functions as func
 
 from shared.startup import loading
@@ -17,5 +19,10 @@ async def main(req: func.HttpRequest) -> func.HttpResponse:
     if req.method == "GET":
         result = await handle_status(dict(req.headers), device_id, params)
     else:
-        result = await handle_unassign(dict(req.headers), req.get_body(), device_id, params)
+        # POST /UnassignUser/ (a trailing slash, which the host's routing matches like none) is
+        # the connector's UnassignUserBySerialNumber: it takes serialNumber alone.
+        serial_only = device_id is None and urlsplit(req.url).path.endswith("/")
+        result = await handle_unassign(
+            dict(req.headers), req.get_body(), device_id, params, serial_only=serial_only
+        )
     return func.HttpResponse(body=result.body, status_code=result.status, headers=result.headers)

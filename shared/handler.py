@@ -193,6 +193,7 @@ async def handle_unassign(
     route_device_id: str | None,
     params: Mapping[str, str] = NO_PARAMS,
     *,
+    serial_only: bool = False,
     graph: Callable[[], GraphClient] = default_graph,
     authorize: Authorize = default_authorize,
 ) -> HttpResult:
@@ -200,7 +201,9 @@ async def handle_unassign(
         lowered: dict[str, str], record: audit.AuditRecord, started: float
     ) -> HttpResult:
         check_query(params)  # an option in the URL would be silently ignored: refuse it
-        request = parse_unassign(body, route_device_id, lowered.get("content-type"))
+        request = parse_unassign(
+            body, route_device_id, lowered.get("content-type"), serial_only=serial_only
+        )
         record.deviceId, record.ticketId = request.device_id, request.ticket_id
         record.dryRun = request.dry_run
         client = graph()

@@ -337,10 +337,24 @@ def target(data: dict[str, Any], route_device_id: str | None) -> tuple[str | Non
 
 
 def parse_unassign(
-    body: bytes, route_device_id: str | None, content_type: str | None
+    body: bytes,
+    route_device_id: str | None,
+    content_type: str | None,
+    *,
+    serial_only: bool = False,
 ) -> UnassignRequest:
+    """An unassign request. `serial_only`: POST /UnassignUser/ (trailing slash), the
+    connector's UnassignUserBySerialNumber, which names the device by serialNumber alone."""
     check_content_type(content_type)
     data = parse_body(body)
+    if serial_only:
+        if "deviceId" in data:
+            raise invalid(
+                "POST /UnassignUser/ takes serialNumber only; to name the device by its"
+                " Autopilot device id, POST /UnassignUser/{deviceId}."
+            )
+        if "serialNumber" not in data:
+            raise invalid("Give serialNumber.")
     device_id, serial = target(data, route_device_id)
     return UnassignRequest(
         device_id=device_id,

@@ -42,12 +42,22 @@ def _nullable(node: Any) -> Any:
 
 
 def operations(document: dict[str, Any]) -> list[tuple[re.Pattern[str], str, dict[str, Any]]]:
-    """(path pattern, METHOD, operation) for every operation of `document`."""
+    """(path pattern, METHOD, operation) for every operation of `document`; the pattern names
+    each path parameter.
+
+    The Functions host routes a path with a trailing slash as the same path without one
+    (ASP.NET Core routing, dotnet/aspnetcore issue 4220), so a path matches its operation either
+    way, unless the definition names the slashed path for the same method as an operation of
+    its own (as certified connectors do to give one route two operations).
+    """
+    paths = document["paths"]
     found = []
-    for template, methods in document["paths"].items():
-        pattern = re.sub(r"\{[^}]+\}", "[^/]+", document["basePath"] + template)
+    for template, methods in paths.items():
+        pattern = re.sub(r"\{([^}]+)\}", r"(?P<\1>[^/]+)", document["basePath"] + template)
         for method, operation in methods.items():
-            found.append((re.compile(pattern + "/?"), method.upper(), operation))
+            slashed = template.endswith("/") or method in paths.get(template + "/", {})
+            regex = re.compile(pattern if slashed else pattern + "/?")
+            found.append((regex, method.upper(), operation))
     return found
 
 

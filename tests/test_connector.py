@@ -151,13 +151,31 @@ def connector_info_violations(document: Document, properties: Document) -> list[
 
 # https://learn.microsoft.com/en-us/connectors/custom-connectors/connector-string-guidance :
 # an operation's summary is its name in the designer: at most 80 characters, no '/', and it
-# does not end with a non-alphanumeric character (no trailing period, space or punctuation).
+# does not end with a non-alphanumeric character (no trailing period, space or punctuation),
+# bar the " (deprecated)" that deprecate-operation (below) appends.
 def summary_violations(document: Document, properties: Document) -> list[str]:
     found = []
     for _, _, operation_id, operation in each_operation(document):
         summary = str(operation.get("summary", ""))
-        if not summary or len(summary) > 80 or "/" in summary or not summary[-1].isalnum():
+        core = summary.removesuffix(" (deprecated)")
+        if not core or len(summary) > 80 or "/" in summary or not core[-1].isalnum():
             found.append(f"{operation_id} summary")
+    return found
+
+
+# https://learn.microsoft.com/en-us/connectors/custom-connectors/deprecate-operation : a
+# deprecated operation has `deprecated: true` and "(deprecated)" appended to its summary and
+# description; the designer then hides it from new flows and flows using it keep working.
+def deprecation_violations(document: Document, properties: Document) -> list[str]:
+    found = []
+    for _, _, operation_id, operation in each_operation(document):
+        marked = [
+            operation.get("deprecated") is True,
+            str(operation.get("summary", "")).endswith(" (deprecated)"),
+            "(deprecated)" in str(operation.get("description", "")),
+        ]
+        if any(marked) and not all(marked):
+            found.append(f"{operation_id} deprecated")
     return found
 
 
@@ -258,6 +276,7 @@ Rule = Callable[[Document, Document], list[str]]
 RULES: dict[str, Rule] = {
     "connector info": connector_info_violations,
     "summaries": summary_violations,
+    "deprecation": deprecation_violations,
     "title case": title_case_violations,
     "descriptions": description_violations,
     "default response": default_response_violations,
@@ -307,6 +326,11 @@ WEAKENINGS: list[tuple[str, Weakening, str]] = [
     ("summaries", lambda d, p: _operation(d, "UnassignUser").update(summary="Unassign the user."), "UnassignUser summary"),
     ("summaries", lambda d, p: _operation(d, "GetAssignment").update(summary="Get " + "a" * 80), "GetAssignment summary"),
     ("summaries", lambda d, p: _operation(d, "BulkUnassignUser").update(summary="Unassign and/or check"), "BulkUnassignUser summary"),
+    ("summaries", lambda d, p: _operation(d, "GetAssignment").update(summary="Get " + "a" * 64 + " (deprecated)"), "GetAssignment summary"),
+    ("deprecation", lambda d, p: _operation(d, "UnassignUser").pop("deprecated"), "UnassignUser deprecated"),
+    ("deprecation", lambda d, p: _operation(d, "UnassignUser").update(summary="Unassign the user"), "UnassignUser deprecated"),
+    ("deprecation", lambda d, p: _operation(d, "UnassignUser").update(description="Removes the user."), "UnassignUser deprecated"),
+    ("deprecation", lambda d, p: _operation(d, "GetAssignment").update(deprecated=True), "GetAssignment deprecated"),
     ("title case", lambda d, p: _param(d, "UnassignUserById", "X-Correlation-Id").update({"x-ms-summary": "Correlation id"}), "UnassignUserById X-Correlation-Id"),
     ("title case", lambda d, p: _prop(d, "BulkSummary", "total").update({"x-ms-summary": "total"}), "BulkSummary.total"),
     ("title case", lambda d, p: _prop(d, "UnassignResult", "message").pop("x-ms-summary"), "UnassignResult.message"),
@@ -366,7 +390,8 @@ def test_the_operations_a_flow_maker_sees() -> None:
         for method, path, operation_id, operation in each_operation(spec())
     }
     assert operations == {
-        ("POST", "/UnassignUser", "UnassignUser", None, None),
+        ("POST", "/UnassignUser", "UnassignUser", None, True),
+        ("POST", "/UnassignUser/", "UnassignUserBySerialNumber", None, None),
         ("POST", "/UnassignUser/{deviceId}", "UnassignUserById", None, None),
         ("GET", "/UnassignUser", "GetAssignmentBySerialNumber", None, None),
         ("GET", "/UnassignUser/{deviceId}", "GetAssignment", None, None),
@@ -374,13 +399,34 @@ def test_the_operations_a_flow_maker_sees() -> None:
     }
 
 
-def test_each_route_and_method_the_function_serves_is_one_operation() -> None:
-    """So there is no separate path on which a by-serial-number operation could honestly live:
-    UnassignUser on POST /UnassignUser takes either field, and says so."""
-    assert {(method, path) for method, path, _, _ in each_operation(spec())} == served()
+def test_each_operation_is_a_route_and_method_the_function_serves() -> None:
+    """Every route and method has an operation, and no operation names anything else.
+
+    POST /UnassignUser has two: UnassignUser (deprecated) on "/UnassignUser" and
+    UnassignUserBySerialNumber on "/UnassignUser/". Swagger 2.0 allows one operation per path
+    and method, and the Functions host routes a trailing slash like none (ASP.NET Core routing:
+    dotnet/aspnetcore issue 4220), so the slashed path is the same route; certified connectors
+    give one route two operations this way (PartnerCenterReferrals, tyntec and Oneflow in
+    microsoft/PowerPlatformConnectors). The function tells them apart by that slash.
+    """
+    operations = {(method, path) for method, path, _, _ in each_operation(spec())}
+    assert {(method, path.rstrip("/")) for method, path in operations} == served()
+    assert {(m, p) for m, p in operations if p.endswith("/")} == {("POST", "/UnassignUser/")}
     description = _operation(spec(), "UnassignUser")["description"]
     assert "exactly one of deviceId and serialNumber" in description
-    assert "UnassignUserById" in description
+    assert "UnassignUserById" in description and "UnassignUserBySerialNumber" in description
+    by_serial = _operation(spec(), "UnassignUserBySerialNumber")["description"]
+    assert "trailing slash" in by_serial and "UnassignUserById" in by_serial
+
+
+def test_unassign_by_serial_number_takes_the_serial_number_alone() -> None:
+    document = spec()
+    body = _param(document, "UnassignUserBySerialNumber", "body")
+    assert body["required"] is True
+    assert body["schema"] == {"$ref": "#/definitions/UnassignBySerialNumberRequest"}
+    schema = document["definitions"]["UnassignBySerialNumberRequest"]
+    assert schema["required"] == ["serialNumber"] and schema["additionalProperties"] is False
+    assert tuple(schema["properties"]) == tuple(f for f in request.FIELDS if f != "deviceId")
 
 
 def test_unassign_by_id_takes_the_id_in_the_path_and_only_options_in_the_body() -> None:
@@ -465,7 +511,13 @@ def test_each_field_has_one_rule_wherever_it_is_taken() -> None:
     for label, parameter in each_parameter(document):
         if parameter["in"] in {"path", "query"}:
             places.setdefault(parameter["name"], []).append((label, parameter))
-    for definition in ("UnassignRequest", "UnassignOptions", "BulkDevice", "BulkRequest"):
+    for definition in (
+        "UnassignRequest",
+        "UnassignBySerialNumberRequest",
+        "UnassignOptions",
+        "BulkDevice",
+        "BulkRequest",
+    ):
         for name, prop in document["definitions"][definition]["properties"].items():
             places.setdefault(name, []).append((f"{definition}.{name}", prop))
     for name in CHECKS:
@@ -835,6 +887,7 @@ def test_no_value_of_a_field_costs_more_than_its_widest(name: str) -> None:
 
 BODIES = [
     ("UnassignRequest", request.FIELDS, request.MAX_BODY_BYTES),
+    ("UnassignBySerialNumberRequest", request.FIELDS, request.MAX_BODY_BYTES),
     ("UnassignOptions", request.FIELDS, request.MAX_BODY_BYTES),
     ("BulkRequest", bulk.FIELDS, bulk.MAX_BODY_BYTES),
 ]
@@ -863,13 +916,18 @@ def test_the_worst_bodies_are_what_the_limits_were_chosen_for() -> None:
     """Worst cases: about 4.4 KB for one device (16 KiB), about 395 KB for 100 (512 KiB)."""
     sizes = {d: len(worst_body(d)) for d, _, _ in BODIES}
     assert sizes["UnassignRequest"] < request.MAX_BODY_BYTES // 3
-    assert sizes["UnassignOptions"] < sizes["UnassignRequest"]
+    assert sizes["UnassignOptions"] < sizes["UnassignBySerialNumberRequest"]
+    assert sizes["UnassignBySerialNumberRequest"] < sizes["UnassignRequest"]
     assert bulk.MAX_BODY_BYTES // 2 < sizes["BulkRequest"] <= bulk.MAX_BODY_BYTES
 
 
 def test_the_largest_bodies_get_through_the_function() -> None:
     by_id = request.parse_unassign(worst_body("UnassignOptions"), GUID, "application/json")
     assert by_id.device_id == GUID and by_id.ticket_id == "T" * 64
+    by_serial = request.parse_unassign(
+        worst_body("UnassignBySerialNumberRequest"), None, "application/json", serial_only=True
+    )
+    assert by_serial.serial_number == ASTRAL * 128 and by_serial.device_id is None
     with pytest.raises(Problem) as caught:  # deviceId and serialNumber both: 400, not 413
         request.parse_unassign(worst_body("UnassignRequest"), None, "application/json")
     assert caught.value.failure is Failure.INVALID_REQUEST
@@ -922,6 +980,33 @@ def test_unassign_by_id_with_options_conforms(stack: Stack, graph: GraphEmulator
     assert response.status_code == 200, response.text  # and the hook found it conforms
     assert response.json()["status"] == "wouldUnassign"
     assert graph.graph_calls("GET") and not graph.graph_calls("POST")
+
+
+def test_unassign_by_serial_number_is_the_trailing_slash(
+    stack: Stack, graph: GraphEmulator
+) -> None:
+    """POST /UnassignUser/ takes serialNumber alone; without the slash, deviceId still works."""
+    by_id = {"deviceId": DEMO_ASSIGNED_ID, "dryRun": True}
+    refused = stack.post("/api/UnassignUser/", json=by_id)
+    assert refused.status_code == 400, refused.text
+    assert "POST /UnassignUser/{deviceId}" in refused.json()["detail"]
+    assert not graph.graph_calls("GET") and not graph.graph_calls("POST")
+    both = stack.post("/api/UnassignUser/", json={**by_id, "serialNumber": "5CG1234XYZ"})
+    assert both.status_code == 400 and not graph.graph_calls("GET")
+    neither = stack.post("/api/UnassignUser/", json={"dryRun": True})
+    assert (neither.status_code, neither.json()["detail"]) == (400, "Give serialNumber.")
+    # The same probe sees Graph called when the request is one it takes.
+    deprecated = stack.post("/api/UnassignUser", json=by_id)
+    assert deprecated.status_code == 200 and deprecated.json()["status"] == "wouldUnassign"
+    assert graph.graph_calls("GET")
+    graph.reset()
+    by_serial = stack.post(
+        "/api/UnassignUser/", json={"serialNumber": " 5cg1234xyz\n", "ticketId": "INC9"}
+    )
+    assert by_serial.status_code == 200, by_serial.text  # the hook: UnassignUserBySerialNumber
+    assert by_serial.json()["status"] == "unassigned"
+    assert by_serial.json()["deviceId"] == DEMO_ASSIGNED_ID
+    assert graph.graph_calls("POST")
 
 
 def test_a_request_that_matches_no_operation_fails_the_check(

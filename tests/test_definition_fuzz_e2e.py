@@ -73,7 +73,7 @@ from devtools.graph_emulator import (
 from devtools.identity_emulator import IdentityEmulator
 from shared.problems import Problem
 from shared.request import check_content_type
-from tests.contract import SPEC_PATH, hook, spec
+from tests.contract import SPEC_PATH, hook, operations, spec
 from tests.stack import ROOT, Stack
 
 KEY = "definition-fuzz-key-5b8e1c"
@@ -179,16 +179,7 @@ class Judgement:
     unsearchable: bool = False  # a valid serial number Graph will not search (stated)
 
 
-def _route(template: str) -> re.Pattern[str]:
-    named = re.sub(r"\{([^}]+)\}", r"(?P<\1>[^/]+)", DOCUMENT["basePath"] + template)
-    return re.compile(named + "/?")
-
-
-ROUTES = [
-    (_route(template), method.upper(), operation)
-    for template, methods in DOCUMENT["paths"].items()
-    for method, operation in methods.items()
-]
+ROUTES = operations(DOCUMENT)
 # Each operation's success statuses, as declared.
 SUCCESS = {
     operation["operationId"]: {int(s) for s in operation["responses"] if s.startswith("2")}
@@ -335,7 +326,7 @@ def judge(sent: Sent) -> Judgement:
 
 
 def _serial(operation_id: str, body: Any, sent: Sent) -> Any:
-    if operation_id == "UnassignUser":
+    if operation_id in ("UnassignUser", "UnassignUserBySerialNumber"):
         return body.get("serialNumber")
     if operation_id == "GetAssignmentBySerialNumber":
         return dict(sent.query).get("serialNumber")
@@ -613,6 +604,11 @@ SEEDED = [
     Seeded("UnassignUser", {"body": {"deviceId": DEMO_ASSIGNED_ID, "serialNumber": "5CG1234XYZ"}}, 400, False, "refused"),
     Seeded("UnassignUser", {"body": {"serialNumber": SPACES + "5CG1234XYZ" + SPACES}}, 200, True, "trimmed"),
     Seeded("UnassignUser", {"body": {"serialNumber": "AB-CD"}}, 502, False, "unsearchable"),
+    Seeded("UnassignUserBySerialNumber", {"body": {"serialNumber": "5CG1234XYZ", "ticketId": "INC0012346"}}, 200, True),
+    Seeded("UnassignUserBySerialNumber", {"body": {"serialNumber": "mxl 4411 22x", "expectedUserPrincipalName": OTHER}}, 409, False),
+    Seeded("UnassignUserBySerialNumber", {"body": {"serialNumber": "5CG1234XYZ", "deviceId": DEMO_ASSIGNED_ID}}, 400, False, "invalid"),
+    Seeded("UnassignUserBySerialNumber", {"body": {"deviceId": DEMO_ASSIGNED_ID}}, 400, False, "invalid"),
+    Seeded("UnassignUserBySerialNumber", {"body": {"serialNumber": "AB-CD"}}, 502, False, "unsearchable"),
     Seeded("UnassignUserById", {"path_parameters": {"deviceId": DEMO_SPACED_SERIAL_ID}}, 200, True),
     Seeded("UnassignUserById", {"path_parameters": {"deviceId": "\t" + DEMO_ASSIGNED_ID.upper() + " "}, "body": {"expectedUserPrincipalName": UPN, "ticketId": "CHG1", "dryRun": False}}, 200, True),
     Seeded("UnassignUserById", {"path_parameters": {"deviceId": DEMO_HYPHENATED_SERIAL_ID}, "body": {"expectedUserPrincipalName": UPN}}, 409, False),
@@ -670,6 +666,7 @@ def test_the_definition_states_what_the_fuzz_allows() -> None:
     assert "not by refusing the request" in definitions["BulkDevice"]["description"]
     serials = [
         definitions["UnassignRequest"]["properties"]["serialNumber"],
+        definitions["UnassignBySerialNumberRequest"]["properties"]["serialNumber"],
         definitions["BulkDevice"]["properties"]["serialNumber"],
         OPERATIONS["GetAssignmentBySerialNumber"].definition.raw["parameters"][1],
     ]
@@ -712,12 +709,16 @@ MEDIA_TYPES = [
 
 
 @pytest.mark.parametrize(("media_type", "kind"), MEDIA_TYPES)
-@pytest.mark.parametrize("operation_id", ["UnassignUser", "UnassignUserById", "BulkUnassignUser"])
+@pytest.mark.parametrize(
+    "operation_id",
+    ["UnassignUser", "UnassignUserBySerialNumber", "UnassignUserById", "BulkUnassignUser"],
+)
 def test_the_body_media_type(
     keyed_stack: Stack, operation_id: str, media_type: str, kind: str
 ) -> None:
     bodies = {
         "UnassignUser": {"deviceId": DEMO_ASSIGNED_ID, "dryRun": True},
+        "UnassignUserBySerialNumber": {"serialNumber": "5CG1234XYZ", "dryRun": True},
         "UnassignUserById": {"dryRun": True},
         "BulkUnassignUser": {"devices": [{"deviceId": DEMO_ASSIGNED_ID}], "dryRun": True},
     }

@@ -155,6 +155,31 @@ def test_path_and_body_ids_that_differ_are_rejected() -> None:
     assert "differ" in problem.detail
 
 
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        ({"deviceId": GUID}, "POST /UnassignUser/ takes serialNumber only"),
+        ({"deviceId": GUID, "serialNumber": "5CG1234XYZ"}, "takes serialNumber only"),
+        ({}, "Give serialNumber."),
+        ({"ticketId": "INC1"}, "Give serialNumber."),
+    ],
+)
+def test_serial_only_takes_the_serial_number_alone(data: dict[str, str], detail: str) -> None:
+    body = json.dumps(data).encode()
+    with pytest.raises(Problem) as caught:
+        parse_unassign(body, None, None, serial_only=True)
+    assert caught.value.status == 400 and detail in caught.value.detail
+    if "serialNumber" not in data and "deviceId" in data:
+        assert parse_unassign(body, None, None).device_id == GUID  # taken without serial_only
+
+
+def test_serial_only_reads_the_serial_number_and_the_options() -> None:
+    body = b'{"serialNumber": " 5cg1234xyz ", "ticketId": "INC1", "dryRun": true}'
+    request = parse_unassign(body, None, "application/json", serial_only=True)
+    assert (request.serial_number, request.device_id) == ("5cg1234xyz", None)
+    assert request.ticket_id == "INC1" and request.dry_run is True
+
+
 def test_path_id_alone_needs_no_body() -> None:
     assert parse_unassign(b"", GUID, None).device_id == GUID
 
