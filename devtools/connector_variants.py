@@ -7,7 +7,8 @@
 and committed. The two differ only in authentication: the definition's `securityDefinitions` and
 `security`, and the properties' `connectionParameters` and `policyTemplateInstances`. Everything
 else (operations, schemas, certification metadata, the `hostName` connection parameter and its
-`dynamichosturl` policy) is copied unchanged.
+`dynamichosturl` policy, the `setheader` policy asking for problems as `application/json`) is
+copied unchanged.
 
 Why two folders rather than one definition with `connectionParameterSets`: multi-auth can only be
 created with the Power Platform Connectors CLI, not in the custom connector wizard
@@ -33,7 +34,9 @@ Shapes, from Microsoft's documentation:
   https://learn.microsoft.com/connectors/custom-connectors/policy-templates/setheader/setheader);
 - `dynamichosturl` replaces the host URL with `x-ms-apimTemplateParameter.urlTemplate`, which may
   use `@connectionParameters('…')`
-  (https://learn.microsoft.com/connectors/custom-connectors/policy-templates/dynamichosturl/dynamichosturl).
+  (https://learn.microsoft.com/connectors/custom-connectors/policy-templates/dynamichosturl/dynamichosturl);
+  it replaces the definition's base path too, so the template ends with it
+  (MicrosoftDocs/BusinessApplicationPlatform-Connectors-public issue 294).
 """
 
 from __future__ import annotations

@@ -19,15 +19,13 @@ from shared import audit
 from shared.caller_auth import FUNCTION_KEY, Caller, CallerAuth, load_caller_settings
 from shared.graph import Call, GraphClient, graph_request_id
 from shared.identity import TokenProvider
+from shared.media import JSON, problem_media_type
 from shared.problems import Failure, Problem
 from shared.request import check_query, correlation_id, parse_lookup, parse_unassign
 from shared.retry import Deadline
 from shared.service import UNASSIGNED, Device, Outcome, current, unassign
 from shared.settings import Settings, load_settings
 from shared.startup import loading
-
-JSON = "application/json; charset=utf-8"
-PROBLEM_JSON = "application/problem+json; charset=utf-8"
 
 if TYPE_CHECKING:
     from shared.bulk import ItemResult
@@ -103,14 +101,14 @@ def _success(outcome: Outcome, ticket_id: str | None, call: Call) -> HttpResult:
     return _result(200, JSON, doc, call.correlation_id)
 
 
-def _problem(problem: Problem, cid: str, record: audit.AuditRecord) -> HttpResult:
+def _problem(problem: Problem, cid: str, record: audit.AuditRecord, media_type: str) -> HttpResult:
     doc = problem.body(cid)
     doc["graphClientRequestId"] = record.graphClientRequestId
     for key in ("deviceId", "ticketId"):
         value = getattr(record, key)
         if value is not None:
             doc.setdefault(key, value)
-    result = _result(problem.status, PROBLEM_JSON, doc, cid)
+    result = _result(problem.status, media_type, doc, cid)
     if problem.failure is Failure.CALLER_UNAUTHENTICATED:
         result.headers["WWW-Authenticate"] = "Bearer"
     retry_after = problem.retry_after_header()
@@ -148,7 +146,7 @@ async def serve(
     except Problem as problem:
         record.outcome, record.detail = problem.failure.slug, problem.detail
         record.trace = problem.trace
-        result = _problem(problem, cid, record)
+        result = _problem(problem, cid, record, problem_media_type(lowered.get("accept")))
     except Exception:  # noqa: BLE001 - the caller gets a correlation id, the log the trace
         record.outcome, record.trace = Failure.INTERNAL.slug, traceback.format_exc()
         result = _problem(
@@ -159,6 +157,7 @@ async def serve(
             ),
             cid,
             record,
+            problem_media_type(lowered.get("accept")),
         )
     record.httpStatus = result.status
     record.durationMs = round((time.monotonic() - started) * 1000)

@@ -5,6 +5,7 @@
 - they differ only in authentication, and each declares it the way Power Platform documents;
 - both reach the Function App named by the connection (`hostName` + `dynamichosturl`), so one
   connector serves dev, test and production;
+- both ask for problems as `application/json`, which flows are documented to parse;
 - the Entra variant meets the same certification rules as the source.
 """
 
@@ -19,10 +20,12 @@ from openapi_spec_validator import validate
 
 from devtools import connector_variants as variants
 from devtools.package import ignore_patterns, ignored
+from shared.media import JSON, problem_media_type
 from tests.test_connector import RULES
 
 Document = dict[str, Any]
 SOURCE, ENTRA = variants.SOURCE, variants.TARGET
+NAME = "x-ms-apimTemplateParameter.name"
 
 
 def load(folder: Path, name: str) -> Document:
@@ -98,8 +101,10 @@ def test_each_connector_calls_the_host_its_connection_names(folder: Path) -> Non
     assert policy["parameters"] == {
         "x-ms-apimTemplateParameter.urlTemplate": "https://@connectionParameters('hostName')/api"
     }
-    # The template ends with the definition's base path: the policy page calls its result the
-    # host URL, which is read here as host and base path (not confirmed on a live connector).
+    # The policy replaces the base path as well as the host, so the template ends with the
+    # definition's base path (MicrosoftDocs/BusinessApplicationPlatform-Connectors-public issue
+    # 294: "you need" the base path in urlTemplate); certified connectors with basePath /api do
+    # the same (cioplenu, Open Data Network in microsoft/PowerPlatformConnectors).
     assert load(folder, variants.DEFINITION)["basePath"] == "/api"
 
 
@@ -166,7 +171,8 @@ def test_the_app_id_uri_placeholder_has_the_registrations_form() -> None:
 # there; the value may be `@connectionParameters('…')`.
 def test_the_entra_connector_sends_the_function_key_on_every_request() -> None:
     policies = load(ENTRA, variants.PROPERTIES)["properties"]["policyTemplateInstances"]
-    [policy] = [p for p in policies if p["templateId"] == "setheader"]
+    [policy] = [p for p in policies if p["title"] == "Function key"]
+    assert policy["templateId"] == "setheader"
     assert policy["parameters"] == {
         "x-ms-apimTemplateParameter.name": "x-functions-key",
         "x-ms-apimTemplateParameter.value": "@connectionParameters('functionKey')",
@@ -174,6 +180,23 @@ def test_the_entra_connector_sends_the_function_key_on_every_request() -> None:
         "x-ms-apimTemplate-policySection": "Request",
     }
     assert "x-ms-apimTemplate-operationName" not in policy  # every operation
+
+
+# Problems are sent as application/json when the request asks for it (shared/media.py): Microsoft
+# documents that flows parse application/json bodies and is silent on application/problem+json.
+@pytest.mark.parametrize("folder", [SOURCE, ENTRA], ids=["function key", "entra"])
+def test_each_connector_asks_for_problems_as_plain_json(folder: Path) -> None:
+    policies = load(folder, variants.PROPERTIES)["properties"]["policyTemplateInstances"]
+    [policy] = [p for p in policies if p["parameters"].get(NAME) == "Accept"]
+    assert policy["templateId"] == "setheader"
+    assert policy["parameters"] == {
+        NAME: "Accept",
+        "x-ms-apimTemplateParameter.value": "application/json",
+        "x-ms-apimTemplateParameter.existsAction": "override",
+        "x-ms-apimTemplate-policySection": "Request",
+    }
+    assert "x-ms-apimTemplate-operationName" not in policy  # every operation
+    assert problem_media_type("application/json") == JSON
 
 
 def test_no_connector_file_is_deployed() -> None:

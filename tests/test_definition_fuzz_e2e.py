@@ -12,8 +12,9 @@ schemathesis reads `connector/apiDefinition.swagger.json` (Swagger 2.0) and make
   bodies sent as other media types (MEDIA_TYPES), which schemathesis does not vary.
 
 They go to a dev host that checks a function key (`--function-key`, as Azure does) under the
-definition's `basePath`. What each must get is decided here from the request as it was sent,
-whatever schemathesis meant it to be:
+definition's `basePath`, every other one with the headers the connector's `setheader` policies
+add (POLICY_HEADERS: `Accept: application/json`). What each must get is decided here from the
+request as it was sent, whatever schemathesis meant it to be:
 
 - schema-valid: a 2xx the operation declares, or 404 / 409 when the tenant says so (no such
   device; someone else assigned, several devices); a dry run writes nothing;
@@ -28,8 +29,8 @@ whatever schemathesis meant it to be:
   (input null) and the other entries go ahead;
 - no function key: the host's empty 401; a method or path with no operation: its empty 404/405;
 - every answer: a status the operation declares, no 5xx but the one stated above, the content
-  type the definition produces (application/json for 2xx, application/problem+json for a
-  problem), a body matching the declared schema (tests/contract.py, on every answer), and the
+  type the definition produces (application/json for 2xx and for a problem asked for with the
+  connector's Accept, application/problem+json for any other problem), a body matching the declared schema (tests/contract.py, on every answer), and the
   correlation id in its header and body.
 
 State cannot make it flaky: the Graph emulator is reset before every request and has no write
@@ -38,6 +39,7 @@ limit, and the dev host's own write pace is far above what the run sends.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
@@ -103,6 +105,15 @@ FUZZ = settings(
     ],
 )
 
+# The fixed headers the connector's setheader policies add to every request (apiProperties.json).
+PROPERTIES = json.loads((ROOT / "connector" / "apiProperties.json").read_text())["properties"]
+POLICY_HEADERS = {
+    policy["parameters"]["x-ms-apimTemplateParameter.name"]: value
+    for policy in PROPERTIES["policyTemplateInstances"]
+    if policy["templateId"] == "setheader"
+    and not (value := policy["parameters"]["x-ms-apimTemplateParameter.value"]).startswith("@")
+}
+SENT = itertools.count()  # every other request goes as the connector sends it
 BULK_REQUEST = {"$ref": "#/definitions/BulkRequest"}
 BULK_DEVICE = {"$ref": "#/definitions/BulkDevice"}
 # Headers that frame the message, which the HTTP client writes itself (none is a parameter).
@@ -358,6 +369,8 @@ def send(stack: Stack, case: AnyCase, keep_missing_key: bool) -> tuple[Sent, htt
     headers = case.headers if case.headers is not None else {}
     if "x-functions-key" in headers or not keep_missing_key:
         headers["x-functions-key"] = KEY
+    if next(SENT) % 2:
+        headers.update(POLICY_HEADERS)
     case.headers = headers
     kwargs = case.as_transport_kwargs(base_url=stack.base_url + DOCUMENT["basePath"])
     if "json" in kwargs:
@@ -397,7 +410,8 @@ def check_answer(sent: Sent, response: httpx.Response, judgement: Judgement) -> 
         return  # the host's own refusal (401 without a key, 404/405 for no route)
     media = response.headers.get("content-type", "").split(";")[0].strip()
     assert media in DOCUMENT["produces"], media
-    assert media == ("application/json" if status < 300 else "application/problem+json"), media
+    plain = status < 300 or sent.headers.get("accept") == "application/json"
+    assert media == ("application/json" if plain else "application/problem+json"), media
     assert judgement.operation_id is not None
     _, _, operation = next(r for r in ROUTES if r[2]["operationId"] == judgement.operation_id)
     declared = operation["responses"][str(status)].get("headers", {})
@@ -448,6 +462,7 @@ class Outcome:
     kind: str  # valid, trimmed, refused, unsearchable, invalid, no key, no route
     status: int
     writes: int  # unassign calls that reached Graph
+    media: str  # the answer's media type, "" for none
 
 
 def exchange(stack: Stack, case: AnyCase, *, keep_missing_key: bool = False) -> Outcome:
@@ -456,7 +471,8 @@ def exchange(stack: Stack, case: AnyCase, *, keep_missing_key: bool = False) -> 
     graph.reset()
     sent, response = send(stack, case, keep_missing_key)
     kind = _checked(stack, sent, response)
-    return Outcome(kind, response.status_code, len(graph.graph_calls("POST")))
+    media = response.headers.get("content-type", "").split(";")[0].strip()
+    return Outcome(kind, response.status_code, len(graph.graph_calls("POST")), media)
 
 
 def _checked(stack: Stack, sent: Sent, response: httpx.Response) -> str:
@@ -516,8 +532,12 @@ def coverage_cases(operation: Operation) -> list[AnyCase]:
 @pytest.mark.parametrize("operation_id", OPERATIONS)
 def test_coverage_cases(keyed_stack: Stack, operation_id: str) -> None:
     cases = coverage_cases(OPERATIONS[operation_id])
-    kinds = Counter(exchange(keyed_stack, case, keep_missing_key=True).kind for case in cases)
+    outcomes = [exchange(keyed_stack, case, keep_missing_key=True) for case in cases]
+    kinds = Counter(outcome.kind for outcome in outcomes)
     assert kinds["valid"] and kinds["invalid"] and kinds["no key"], kinds
+    # Problems both as the connector asks for them and as other callers get them.
+    media = Counter(outcome.media for outcome in outcomes if outcome.status >= 400)
+    assert media["application/json"] and media["application/problem+json"], media
 
 
 def _one_of_two(entry: Any) -> Any:

@@ -231,3 +231,23 @@ def test_an_unsafe_correlation_id_is_replaced(stack: Stack, graph: GraphEmulator
     made = response.headers["x-correlation-id"]
     assert made != "a b;c" and uuid.UUID(made)
     assert {c.client_request_id for c in graph.requests} == {made}
+
+
+@pytest.mark.parametrize("path", ["/api/UnassignUser", "/api/BulkUnassignUser"])
+def test_a_problem_comes_as_plain_json_when_the_request_asks(
+    stack: Stack, graph: GraphEmulator, path: str
+) -> None:
+    """The connector sends Accept: application/json (a setheader policy): same document."""
+    headers = {"X-Correlation-Id": "accept-1"}
+    default = stack.post(path, json={"deviceId": "nope"}, headers=headers)
+    assert_problem(default, 400)  # application/problem+json: the same probe sees the other type
+    asked = stack.post(
+        path, json={"deviceId": "nope"}, headers={**headers, "Accept": "application/json"}
+    )
+    assert asked.status_code == 400
+    assert asked.headers["content-type"] == "application/json; charset=utf-8"
+    assert {**asked.json(), "graphClientRequestId": None} == {
+        **default.json(),
+        "graphClientRequestId": None,
+    }
+    assert not graph.graph_calls()
