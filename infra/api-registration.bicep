@@ -21,7 +21,8 @@ resource api 'Microsoft.Graph/applications@v1.0' = {
   ]
   api: {
     requestedAccessTokenVersion: 2
-    // Power Automate's connector and HTTP action sign in users: they ask for this scope.
+    // The Entra ID connector signs users in and asks for this delegated scope. The HTTP action's
+    // client-credentials token carries the app role instead and needs no scope.
     oauth2PermissionScopes: [
       {
         id: guid(uniqueName, 'user_impersonation')

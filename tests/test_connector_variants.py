@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,109 @@ def test_no_connector_file_is_deployed() -> None:
     for folder in (SOURCE, ENTRA):
         for name in (variants.DEFINITION, variants.PROPERTIES):
             assert ignored((folder / name).relative_to(variants.ROOT), patterns), folder / name
+
+
+# --- apiProperties.json: the shape Power Platform reads. ------------------------------------------
+# From the paconn apiProperties schema (microsoft/PowerPlatformConnectors,
+# schemas/paconn-apiProperties.schema.json) and the connector submission rules in that repository's
+# pull request template: one `properties` object holding only the keys below, `iconBrandColor`
+# required and not #007ee5 or #ffffff; connection parameter names of letters, digits and "_",
+# each of a known type, its `uiDefinition` and `constraints` of known keys and types (`required`
+# and `hidden` are the strings "true"/"false"); an `oauthSetting` names a known identity provider
+# and `properties.IsFirstParty` as "True"/"False"; each policy has `templateId`, `title` and
+# `parameters`. `redirectMode` "GlobalPerConnector", newer than that schema, is what Power Platform
+# now asks OAuth connectors to use (microsoft/PowerPlatformConnectors discussion 3252).
+PROPERTY_KEYS = {"iconBrandColor", "publisher", "stackOwner", "capabilities",
+                 "connectionParameters", "policyTemplateInstances"}  # fmt: skip
+PARAMETER_TYPES = {"string", "securestring", "int", "bool", "oauthSetting", "gatewaySetting"}
+UI_KEYS = {"displayName", "description", "tooltip", "tabIndex", "constraints"}
+CONSTRAINT_TYPES = {"clearText": bool, "required": str, "tabIndex": int, "hidden": str,
+                    "capability": list, "allowedValues": list, "dependencies": dict}  # fmt: skip
+PROVIDERS = {"oauth2", "oauth2generic", "aad", "aadcertificate", "facebook"}
+REDIRECT_MODES = {"Global", "GlobalPerConnector", "Direct"}
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
+PARAMETER_NAME = re.compile(r"[0-9a-zA-Z_]+")
+
+
+def _parameter_violations(name: str, parameter: Document) -> list[str]:
+    found = []
+    if not PARAMETER_NAME.fullmatch(name):
+        found.append(f"{name} name")
+    if parameter.get("type") not in PARAMETER_TYPES:
+        found.append(f"{name} type")
+    ui = parameter.get("uiDefinition", {})
+    if set(ui) - UI_KEYS:
+        found.append(f"{name} uiDefinition")
+    for key, value in ui.get("constraints", {}).items():
+        flag = key in ("required", "hidden")
+        if type(value) is not CONSTRAINT_TYPES.get(key) or (
+            flag and value not in ("true", "false")
+        ):
+            found.append(f"{name} constraints.{key}")
+    if parameter.get("type") == "oauthSetting":
+        settings = parameter.get("oAuthSettings", {})
+        if settings.get("identityProvider") not in PROVIDERS:
+            found.append(f"{name} identityProvider")
+        if settings.get("properties", {}).get("IsFirstParty") not in ("True", "False"):
+            found.append(f"{name} IsFirstParty")
+        if settings.get("redirectMode", "Global") not in REDIRECT_MODES:
+            found.append(f"{name} redirectMode")
+        for key, custom in settings.get("customParameters", {}).items():
+            if set(custom) != {"value"} or not isinstance(custom["value"], str):
+                found.append(f"{name} customParameters.{key}")
+    return found
+
+
+def properties_violations(document: Document) -> list[str]:
+    if set(document) != {"properties"}:
+        return ["top level"]
+    properties = document["properties"]
+    found = [f"unknown {key}" for key in sorted(set(properties) - PROPERTY_KEYS)]
+    colour = properties.get("iconBrandColor")
+    if not HEX_COLOUR.fullmatch(str(colour)) or str(colour).lower() in ("#007ee5", "#ffffff"):
+        found.append("iconBrandColor")
+    for name, parameter in properties.get("connectionParameters", {}).items():
+        found += _parameter_violations(name, parameter)
+    for index, policy in enumerate(properties.get("policyTemplateInstances", [])):
+        if set(policy) != {"templateId", "title", "parameters"} or not all(
+            isinstance(value, str) for value in policy["parameters"].values()
+        ):
+            found.append(f"policy {index}")
+    return found
+
+
+@pytest.mark.parametrize("folder", [SOURCE, ENTRA], ids=["function key", "entra"])
+def test_the_properties_have_the_shape_power_platform_reads(folder: Path) -> None:
+    assert properties_violations(load(folder, variants.PROPERTIES)) == []
+
+
+def _parameters(document: Document) -> Document:
+    found: Document = document["properties"]["connectionParameters"]
+    return found
+
+
+PROPERTY_WEAKENINGS: list[tuple[str, Any, str]] = [
+    ("function key", lambda d: d.update(swagger="2.0"), "top level"),
+    ("function key", lambda d: d["properties"].update(brandColor="#123456"), "unknown brandColor"),
+    ("function key", lambda d: d["properties"].pop("iconBrandColor"), "iconBrandColor"),
+    ("function key", lambda d: d["properties"].update(iconBrandColor="#ffffff"), "iconBrandColor"),
+    ("function key", lambda d: d["properties"].update(iconBrandColor="blue"), "iconBrandColor"),
+    ("function key", lambda d: _parameters(d).update({"host-name": {"type": "string"}}), "host-name name"),
+    ("function key", lambda d: _parameters(d)["api_key"].update(type="password"), "api_key type"),
+    ("function key", lambda d: _parameters(d)["api_key"]["uiDefinition"].update(hint="x"), "api_key uiDefinition"),
+    ("function key", lambda d: _parameters(d)["api_key"]["uiDefinition"]["constraints"].update(required=True), "api_key constraints.required"),
+    ("function key", lambda d: _parameters(d)["hostName"]["uiDefinition"]["constraints"].update(required="yes"), "hostName constraints.required"),
+    ("function key", lambda d: _parameters(d)["api_key"]["uiDefinition"]["constraints"].update(clearText="false"), "api_key constraints.clearText"),
+    ("function key", lambda d: d["properties"]["policyTemplateInstances"][0].pop("title"), "policy 0"),
+    ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"].update(identityProvider="entra"), "token identityProvider"),
+    ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"]["properties"].update(IsFirstParty=False), "token IsFirstParty"),
+    ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"].update(redirectMode="PerConnector"), "token redirectMode"),
+    ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"]["customParameters"].update(tenantId="common"), "token customParameters.tenantId"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("folder", "weaken", "named"), PROPERTY_WEAKENINGS)
+def test_a_weakened_properties_file_is_caught(folder: str, weaken: Any, named: str) -> None:
+    document = load(SOURCE if folder == "function key" else ENTRA, variants.PROPERTIES)
+    weaken(document)
+    assert named in properties_violations(document)
