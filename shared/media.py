@@ -9,7 +9,9 @@ Apps parse `application/json` bodies and is silent on `+json` types, so the conn
 from 0 to 1 (default 1); a type takes the weight of the most specific range that names it
 (`type/subtype` over `type/*` over `*/*`), and weight 0 means "not acceptable". A problem is sent
 as `application/json` when that type weighs more than `application/problem+json`, or as much and
-it is named outright while `application/problem+json` is only covered by a wildcard.
+it is named outright while `application/problem+json` is only covered by a wildcard. A range
+whose weight is malformed is ignored; a header over 1 KiB or with a quoted parameter value is not
+read (no client asking for JSON sends either), so its problems are `application/problem+json`.
 """
 
 from __future__ import annotations
@@ -21,8 +23,18 @@ PROBLEM_JSON = "application/problem+json; charset=utf-8"
 
 # Beyond this many characters the header is not read at all: no client needs more.
 MAX_ACCEPT_LENGTH = 1024
-_WEIGHT = re.compile(r"q=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)", re.ASCII | re.IGNORECASE)
+_WEIGHT = re.compile(r"(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)", re.ASCII)
 _PLAIN, _PROBLEM = "application/json", "application/problem+json"
+
+
+def _weight_of(params: list[str]) -> float | None:
+    """The first `q` parameter's weight (1 without one); None when it is malformed."""
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            match = _WEIGHT.fullmatch(value.strip())
+            return float(match[1]) if match else None
+    return 1.0
 
 
 def _ranges(accept: str) -> list[tuple[str, float]]:
@@ -30,14 +42,8 @@ def _ranges(accept: str) -> list[tuple[str, float]]:
     found = []
     for item in accept.split(","):
         media_range, *params = (part.strip() for part in item.split(";"))
-        if media_range.count("/") != 1:
-            continue
-        weight = 1.0
-        for param in params:
-            if param[:2].lower() == "q=":
-                match = _WEIGHT.fullmatch(param)
-                weight = float(match[1]) if match else -1.0
-        if weight >= 0:
+        weight = _weight_of(params)
+        if media_range.count("/") == 1 and weight is not None:
             found.append((media_range.lower(), weight))
     return found
 
@@ -54,8 +60,8 @@ def _weight(media_type: str, ranges: list[tuple[str, float]]) -> tuple[float, bo
 
 def problem_media_type(accept: str | None) -> str:
     """The Content-Type for a problem answering a request with this `Accept` header."""
-    if not accept or len(accept) > MAX_ACCEPT_LENGTH:
-        return PROBLEM_JSON
+    if not accept or len(accept) > MAX_ACCEPT_LENGTH or '"' in accept:
+        return PROBLEM_JSON  # unset, overlong, or with a quoted string (which may hold a comma)
     ranges = _ranges(accept)
     plain, plain_named = _weight(_PLAIN, ranges)
     problem, problem_named = _weight(_PROBLEM, ranges)

@@ -993,6 +993,7 @@ def test_unassign_by_serial_number_is_the_trailing_slash(
     assert not graph.graph_calls("GET") and not graph.graph_calls("POST")
     both = stack.post("/api/UnassignUser/", json={**by_id, "serialNumber": "5CG1234XYZ"})
     assert both.status_code == 400 and not graph.graph_calls("GET")
+    assert "takes serialNumber only" in both.json()["detail"]  # not the "not both" of /UnassignUser
     neither = stack.post("/api/UnassignUser/", json={"dryRun": True})
     assert (neither.status_code, neither.json()["detail"]) == (400, "Give serialNumber.")
     # The same probe sees Graph called when the request is one it takes.

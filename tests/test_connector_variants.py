@@ -210,15 +210,34 @@ def test_no_connector_file_is_deployed() -> None:
 # --- apiProperties.json: the shape Power Platform reads. ------------------------------------------
 # From the paconn apiProperties schema (microsoft/PowerPlatformConnectors,
 # schemas/paconn-apiProperties.schema.json) and the connector submission rules in that repository's
-# pull request template: one `properties` object holding only the keys below, `iconBrandColor`
+# pull request template: a `properties` object (and optionally `$schema`), `iconBrandColor`
 # required and not #007ee5 or #ffffff; connection parameter names of letters, digits and "_",
 # each of a known type, its `uiDefinition` and `constraints` of known keys and types (`required`
 # and `hidden` are the strings "true"/"false"); an `oauthSetting` names a known identity provider
-# and `properties.IsFirstParty` as "True"/"False"; each policy has `templateId`, `title` and
-# `parameters`. `redirectMode` "GlobalPerConnector", newer than that schema, is what Power Platform
-# now asks OAuth connectors to use (microsoft/PowerPlatformConnectors discussion 3252).
+# and `properties.IsFirstParty` as "True"/"False"; each policy is a template we know, with exactly
+# its parameters (POLICY_PARAMETERS). Two keys beyond that schema: `publisher` and `stackOwner`,
+# which certification requires (certification-submission on Learn, as tests/test_connector.py
+# cites), and `redirectMode` "GlobalPerConnector", what Power Platform now asks OAuth connectors
+# to use (microsoft/PowerPlatformConnectors discussion 3252).
 PROPERTY_KEYS = {"iconBrandColor", "publisher", "stackOwner", "capabilities",
                  "connectionParameters", "policyTemplateInstances"}  # fmt: skip
+OPERATIONS = "x-ms-apimTemplate-operationName"  # optional on every template: a list of operations
+# templateId -> {parameter: the values it may take, or None for any string}; "required" lists
+# those that must be there. setheader: learn.microsoft.com/connectors/custom-connectors/
+# policy-templates/setheader/setheader; dynamichosturl: the same path under dynamichosturl.
+POLICY_PARAMETERS: dict[str, dict[str, frozenset[str] | None]] = {
+    "setheader": {
+        NAME: None,
+        "x-ms-apimTemplateParameter.value": None,
+        "x-ms-apimTemplateParameter.existsAction": frozenset({"override", "skip", "append"}),
+        "x-ms-apimTemplate-policySection": frozenset({"Request", "Response", "Failure"}),
+    },
+    "dynamichosturl": {"x-ms-apimTemplateParameter.urlTemplate": None},
+}
+REQUIRED_POLICY_PARAMETERS = {
+    "setheader": {NAME, "x-ms-apimTemplateParameter.value"},
+    "dynamichosturl": {"x-ms-apimTemplateParameter.urlTemplate"},
+}
 PARAMETER_TYPES = {"string", "securestring", "int", "bool", "oauthSetting", "gatewaySetting"}
 UI_KEYS = {"displayName", "description", "tooltip", "tabIndex", "constraints"}
 CONSTRAINT_TYPES = {"clearText": bool, "required": str, "tabIndex": int, "hidden": str,
@@ -258,8 +277,32 @@ def _parameter_violations(name: str, parameter: Document) -> list[str]:
     return found
 
 
+def _policy_violations(index: int, policy: Document) -> list[str]:
+    label = f"policy {index}"
+    template = policy.get("templateId")
+    allowed = POLICY_PARAMETERS.get(str(template))
+    if allowed is None or set(policy) != {"templateId", "title", "parameters"}:
+        return [label]
+    parameters: Document = policy["parameters"]
+    found = []
+    if REQUIRED_POLICY_PARAMETERS[str(template)] - set(parameters):
+        found.append(f"{label} required parameter")
+    for name, value in parameters.items():
+        if name == OPERATIONS:
+            if not isinstance(value, list):
+                found.append(f"{label} {name}")
+            continue
+        if name not in allowed or not isinstance(value, str):
+            found.append(f"{label} {name}")
+            continue
+        values = allowed[name]
+        if values is not None and value not in values:
+            found.append(f"{label} {name}")
+    return found
+
+
 def properties_violations(document: Document) -> list[str]:
-    if set(document) != {"properties"}:
+    if "properties" not in document or set(document) - {"properties", "$schema"}:
         return ["top level"]
     properties = document["properties"]
     found = [f"unknown {key}" for key in sorted(set(properties) - PROPERTY_KEYS)]
@@ -269,16 +312,25 @@ def properties_violations(document: Document) -> list[str]:
     for name, parameter in properties.get("connectionParameters", {}).items():
         found += _parameter_violations(name, parameter)
     for index, policy in enumerate(properties.get("policyTemplateInstances", [])):
-        if set(policy) != {"templateId", "title", "parameters"} or not all(
-            isinstance(value, str) for value in policy["parameters"].values()
-        ):
-            found.append(f"policy {index}")
+        found += _policy_violations(index, policy)
     return found
 
 
 @pytest.mark.parametrize("folder", [SOURCE, ENTRA], ids=["function key", "entra"])
 def test_the_properties_have_the_shape_power_platform_reads(folder: Path) -> None:
     assert properties_violations(load(folder, variants.PROPERTIES)) == []
+
+
+def _policy(document: Document, index: int) -> Document:
+    found: Document = document["properties"]["policyTemplateInstances"][index]["parameters"]
+    return found
+
+
+def test_what_the_schema_allows_passes() -> None:
+    document = load(SOURCE, variants.PROPERTIES)
+    document["$schema"] = "https://example.invalid/paconn-apiProperties.schema.json#"
+    _policy(document, 0)[OPERATIONS] = ["UnassignUserById"]
+    assert properties_violations(document) == []
 
 
 def _parameters(document: Document) -> Document:
@@ -299,6 +351,13 @@ PROPERTY_WEAKENINGS: list[tuple[str, Any, str]] = [
     ("function key", lambda d: _parameters(d)["hostName"]["uiDefinition"]["constraints"].update(required="yes"), "hostName constraints.required"),
     ("function key", lambda d: _parameters(d)["api_key"]["uiDefinition"]["constraints"].update(clearText="false"), "api_key constraints.clearText"),
     ("function key", lambda d: d["properties"]["policyTemplateInstances"][0].pop("title"), "policy 0"),
+    ("function key", lambda d: d["properties"]["policyTemplateInstances"][0].update(templateId="dynamicHost"), "policy 0"),
+    ("function key", lambda d: _policy(d, 0).update({OPERATIONS: "UnassignUser"}), f"policy 0 {OPERATIONS}"),
+    ("function key", lambda d: _policy(d, 0).pop("x-ms-apimTemplateParameter.urlTemplate"), "policy 0 required parameter"),
+    ("function key", lambda d: _policy(d, 1).update({"x-ms-apimTemplateParameter.existsAction": "replace"}), "policy 1 x-ms-apimTemplateParameter.existsAction"),
+    ("function key", lambda d: _policy(d, 1).update({"x-ms-apimTemplate-policySection": "Body"}), "policy 1 x-ms-apimTemplate-policySection"),
+    ("function key", lambda d: _policy(d, 1).pop("x-ms-apimTemplateParameter.value"), "policy 1 required parameter"),
+    ("function key", lambda d: _policy(d, 1).update({"x-ms-apimTemplateParameter.headerName": "Accept"}), "policy 1 x-ms-apimTemplateParameter.headerName"),
     ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"].update(identityProvider="entra"), "token identityProvider"),
     ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"]["properties"].update(IsFirstParty=False), "token IsFirstParty"),
     ("entra", lambda d: _parameters(d)["token"]["oAuthSettings"].update(redirectMode="PerConnector"), "token redirectMode"),

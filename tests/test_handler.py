@@ -6,11 +6,13 @@ import asyncio
 import json
 import logging
 
+import azure.functions as func
 import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import UnassignUser
 from shared.graph import GraphClient
 from shared.handler import HttpResult, handle_unassign
 from shared.identity import TokenProvider
@@ -90,3 +92,23 @@ def test_unexpected_errors_are_500_without_a_trace_but_logged_with_one(
     [record] = [json.loads(r.getMessage()) for r in caplog.records]
     assert record["outcome"] == "internal" and record["httpStatus"] == 500
     assert "RuntimeError: boom in a place nobody expected" in record["trace"]
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        ("https://h/api/UnassignUser/?code=k", "takes serialNumber only"),
+        ("https://h/api/UnassignUser/", "takes serialNumber only"),
+        ("https://h/api/UnassignUser?code=a/", "not both"),  # a "/" in the query is no slash
+        ("https://h/api/UnassignUser", "not both"),
+    ],
+)
+def test_the_adapter_tells_the_by_serial_number_route_by_its_path(url: str, detail: str) -> None:
+    """Both bodies are refused before Graph; which refusal shows which route was taken."""
+    body = json.dumps({"deviceId": GUID, "serialNumber": "5CG1234XYZ"}).encode()
+    request = func.HttpRequest(
+        method="POST", url=url, headers={"Content-Type": "application/json"}, body=body
+    )
+    response = asyncio.run(UnassignUser.main(request))
+    assert response.status_code == 400
+    assert detail in json.loads(response.get_body())["detail"]
