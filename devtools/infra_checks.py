@@ -2,7 +2,9 @@
 
 1. Every `.bicep` file parses with pycep-parser 0.7 (which understands `extension microsoftGraphV1`).
 2. The security-relevant properties hold in the templates and their parameter file together.
-3. checkov scans infra/ from its own virtual environment (it pins an older pycep); every finding
+3. What Azure Resource Manager, Flex Consumption and azd enforce, which no local tool checks, holds
+   (platform_violations; each rule names its source).
+4. checkov scans infra/ from its own virtual environment (it pins an older pycep); every finding
    must be accepted with a one-line reason in infra/checkov-accepted.json, and a file checkov
    could not parse fails the run (checkov itself reports those as passing).
 
@@ -13,6 +15,7 @@ checkov only: its pinned pycep cannot read the Graph extension; pycep 0.7 in ste
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +71,6 @@ def security_violations(infra: Path = INFRA) -> list[str]:
         ("function app identity type", site["identity"]["type"], "UserAssigned"),
         ("function app httpsOnly", site["properties"]["httpsOnly"], True),
         ("function app minTlsVersion", config["minTlsVersion"], "1.2"),
-        ("function app ftpsState", config["ftpsState"], "Disabled"),
         ("function app plan tier", _resource(app, "plan")["sku"]["tier"], "FlexConsumption"),
         (
             "runtime",
@@ -117,6 +119,136 @@ def security_violations(infra: Path = INFRA) -> list[str]:
         problems.append(f"main.parameters.json graphEndpoint {endpoint!r} must be https")
     if "false" in str(parameters.get("grantGraphPermission", {}).get("value", "")).lower():
         problems.append("main.parameters.json must not turn the Graph grant off by default")
+    return problems
+
+
+# Properties and app settings Flex Consumption refuses (ARM error 51021, "The following list of …
+# site configuration properties (Site.SiteConfig.FtpsState, …) for Flex Consumption sites is
+# invalid"), or that it no longer uses. Sources: Microsoft Learn, "Flex Consumption plan hosting",
+# its deprecated properties and app settings; azure-cli issue 31414 and azure-pipelines-tasks issue
+# 21032 (the error for ftpsState); Azure Verified Modules' web/site module, which asserts that
+# ftpsState is absent on Flex.
+FLEX_REJECTED_SITE_CONFIG = (
+    "ftpsState", "linuxFxVersion", "netFrameworkVersion", "javaVersion", "powerShellVersion",
+    "use32BitWorkerProcess", "alwaysOn", "functionAppScaleLimit", "preWarmedInstanceCount",
+)  # fmt: skip
+FLEX_REJECTED_APP_SETTINGS = (
+    "FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "FUNCTIONS_MAX_HTTP_CONCURRENCY",
+    "FUNCTIONS_WORKER_PROCESS_COUNT", "WEBSITE_CONTENTSHARE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_NODE_DEFAULT_VERSION", "SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD",
+)  # fmt: skip
+# azd's Flex Consumption template names these outputs (Azure-Samples functions-quickstart azd
+# templates); azd writes every output into .azure/<env>/.env.
+AZD_OUTPUTS = ("AZURE_FUNCTION_NAME", "AZURE_TENANT_ID", "SERVICE_API_NAME")
+# Bicep parameter -> the `azd env set` variable main.parameters.json reads it from.
+AZD_PARAMETERS = {
+    "allowedInbound": "ALLOWED_INBOUND",
+    "allowedDeployInbound": "ALLOWED_DEPLOY_INBOUND",
+    "maximumInstanceCount": "MAXIMUM_INSTANCE_COUNT",
+}
+GRAPH_EXTENSION = re.compile(
+    r"br:mcr\.microsoft\.com/bicep/extensions/microsoftgraph/v1\.0:\d+\.\d+\.\d+"
+)
+
+
+def _sites(parsed: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{file} {name}", resource["config"])
+        for file, template in parsed.items()
+        for name, resource in template.get("resources", {}).items()
+        if resource.get("type") == "Microsoft.Web/sites"
+    ]
+
+
+def flex_violations(parsed: dict[str, dict[str, Any]]) -> list[str]:
+    """Site properties and app settings Flex Consumption refuses, wherever a site declares them."""
+    problems = []
+    for where, site in _sites(parsed):
+        config = site.get("properties", {}).get("siteConfig", {})
+        for name in FLEX_REJECTED_SITE_CONFIG:
+            if name in config:
+                problems.append(f"{where}: siteConfig.{name} is refused on Flex Consumption")
+        for entry in config.get("appSettings", []):
+            if isinstance(entry, dict) and entry.get("name") in FLEX_REJECTED_APP_SETTINGS:
+                problems.append(
+                    f"{where}: app setting {entry['name']} is refused on Flex Consumption"
+                )
+    return problems
+
+
+def _diagnostics(app: dict[str, Any], scope: str) -> set[str]:
+    """The log categories a diagnostic setting on `scope` sends to the workspace."""
+    categories: set[str] = set()
+    for resource in app["resources"].values():
+        config = resource["config"]
+        if resource["type"] != "Microsoft.Insights/diagnosticSettings" or config["scope"] != scope:
+            continue
+        if "workspace" in json.dumps(config["properties"].get("workspaceId")):
+            logs = config["properties"].get("logs", [])
+            categories |= {log["category"] for log in logs if log.get("enabled") is True}
+    return categories
+
+
+def _description(parameter: dict[str, Any]) -> str:
+    return " ".join(
+        str(d["argument"]) for d in parameter["decorators"] if d["type"] == "description"
+    )
+
+
+def platform_violations(infra: Path = INFRA) -> list[str]:
+    """What ARM, Flex Consumption and azd would refuse or get wrong, read from the templates."""
+    parsed = parse_all(infra)
+    app, main = parsed["app/resources.bicep"], parsed["main.bicep"]
+    problems = flex_violations(parsed)
+    site = _resource(app, "site")
+    config = site["properties"]["siteConfig"]
+    # An inbound list on the callers must not lock the deploy (SCM) host: it has its own list.
+    if config.get("scmIpSecurityRestrictionsUseMain") is not False:
+        problems.append("scmIpSecurityRestrictionsUseMain must be false")
+    for key in ("scmIpSecurityRestrictions", "scmIpSecurityRestrictionsDefaultAction"):
+        if "allowedDeployInbound" not in json.dumps(config.get(key)):
+            problems.append(f"{key} must follow allowedDeployInbound")
+    # Host storage by service URI: an account name alone is not valid in sovereign clouds.
+    if _setting(site, "AzureWebJobsStorage__accountName") is not None:
+        problems.append("AzureWebJobsStorage__accountName is not valid in sovereign clouds")
+    blob = json.dumps(_setting(site, "AzureWebJobsStorage__blobServiceUri"))
+    if "primaryEndpoints" not in blob or '"blob"' not in blob:
+        problems.append("AzureWebJobsStorage__blobServiceUri must be primaryEndpoints.blob")
+    # azd: its location prompt, no region list that would refuse regions added later.
+    location = main["parameters"]["location"]["decorators"]
+    if {"type": "metadata", "argument": {"azd": {"type": "location"}}} not in location:
+        problems.append("location must carry azd's location metadata")
+    if any(d["type"] == "allowed" for d in location):
+        problems.append("location must not list allowed regions")
+    parameters = json.loads((infra / "main.parameters.json").read_text())["parameters"]
+    for name, variable in AZD_PARAMETERS.items():
+        value = str(parameters.get(name, {}).get("value", ""))
+        if not value.startswith("${" + variable + "="):
+            problems.append(f"main.parameters.json {name} must read {variable}")
+    outputs = main["outputs"]
+    problems += [f"output {name} is missing" for name in AZD_OUTPUTS if name not in outputs]
+    if "AZURE_CLIENT_ID" in outputs:
+        problems.append("output AZURE_CLIENT_ID would reach every azure-identity credential")
+    # The Graph extension works in the public cloud only; the descriptions say so.
+    for name in ("grantGraphPermission", "createApiRegistration"):
+        if "public cloud only" not in _description(main["parameters"][name]):
+            problems.append(f"{name} must say the Graph extension is public cloud only")
+    # Custom connectors call from AzureConnectors, the HTTP action from LogicApps.
+    inbound = _description(main["parameters"]["allowedInbound"])
+    if "AzureConnectors" not in inbound or "LogicApps" not in inbound:
+        problems.append("allowedInbound must name the AzureConnectors and LogicApps tags")
+    bicepconfig = json.loads((infra / "bicepconfig.json").read_text())
+    if not GRAPH_EXTENSION.fullmatch(str(bicepconfig["extensions"].get("microsoftGraphV1"))):
+        problems.append("bicepconfig.json must pin the Graph extension's version")
+    # What an auditor asks for: the app's logs, host storage reads and writes, soft delete.
+    if "FunctionAppLogs" not in _diagnostics(app, "site"):
+        problems.append("the Function App's logs must go to the workspace")
+    if not {"StorageRead", "StorageWrite"} <= _diagnostics(app, "blobService"):
+        problems.append("host storage reads and writes must be logged to the workspace")
+    retention = _resource(app, "blobService").get("properties", {})
+    if retention.get("deleteRetentionPolicy", {}).get("enabled") is not True:
+        problems.append("host storage must have blob soft delete")
     return problems
 
 
@@ -178,7 +310,7 @@ def main() -> int:
         print(exc)
         return 1
     print(f"pycep: {len(parsed)} templates parse: {', '.join(parsed)}")
-    problems = security_violations() + checkov_problems()
+    problems = security_violations() + platform_violations() + checkov_problems()
     for problem in problems:
         print(f"infra: {problem}")
     print("infra checks: " + ("FAILED" if problems else "passed"))

@@ -30,7 +30,26 @@ if [ -n "$existing" ]; then
   exit 0
 fi
 
-az rest --method POST --uri "$assignments" --headers "Content-Type=application/json" \
-  --body "{\"principalId\": \"$principal_id\", \"resourceId\": \"$graph_sp_id\", \"appRoleId\": \"$role_id\"}" \
-  --output none
-echo "Granted $role to $principal_id. Graph can keep answering 403 for up to an hour while it propagates."
+# A brand-new identity can be refused until Entra ID has replicated it ("Not a valid reference
+# update", or the principal not found: msgraph-bicep-types issue 193). Those two are retried with
+# a growing wait, about 4 minutes in all; any other refusal ends the script at once.
+delay="${GRANT_RETRY_DELAY_SECONDS:-5}"
+attempts="${GRANT_RETRY_ATTEMPTS:-8}"
+body="{\"principalId\": \"$principal_id\", \"resourceId\": \"$graph_sp_id\", \"appRoleId\": \"$role_id\"}"
+for ((attempt = 1; ; attempt++)); do
+  if error="$(az rest --method POST --uri "$assignments" --headers "Content-Type=application/json" \
+    --body "$body" --output none 2>&1)"; then
+    break
+  fi
+  if ! grep -qiE "not a valid reference update|does not exist|Request_ResourceNotFound" <<<"$error" \
+    || ((attempt >= attempts)); then
+    echo "$error" >&2
+    echo "Granting $role to $principal_id failed (attempt $attempt of $attempts)." >&2
+    exit 1
+  fi
+  echo "The identity is not visible to Graph yet; trying again in ${delay}s ($attempt of $attempts)." >&2
+  sleep "$delay"
+  delay=$((delay * 2 > 60 ? 60 : delay * 2))
+done
+echo "Granted $role to $principal_id. An app that already holds a Graph token keeps it for up to"
+echo "about 24 hours: restart the Function App to make it fetch one with the new permission."

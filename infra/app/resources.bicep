@@ -2,7 +2,10 @@
 param location string
 param tags object
 param resourceToken string
+@description('Inbound access restrictions for the function endpoints; empty: any caller with a key.')
 param allowedInbound array
+@description('Inbound access restrictions for the deploy (SCM) host; empty: reachable from anywhere, Entra ID only.')
+param allowedDeployInbound array
 param graphEndpoint string
 param unassignDeadlineSeconds string
 param bulkDeadlineSeconds string
@@ -49,6 +52,17 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+  properties: {
+    // A deleted package, host key or container can be restored for a week.
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
 }
 
 // Flex Consumption deploys from a blob container.
@@ -119,7 +133,8 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption has no FTP and refuses the property (ARM error 51021);
+      // basic publishing credentials are off below.
       http20Enabled: true
       // Each entry is {ipAddress: 'CIDR'} or {serviceTag: 'Name'}; everything else is denied.
       ipSecurityRestrictions: [
@@ -132,10 +147,23 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         }
       ]
       ipSecurityRestrictionsDefaultAction: empty(allowedInbound) ? 'Allow' : 'Deny'
-      scmIpSecurityRestrictionsUseMain: true
+      // The deploy host has its own list: the callers' list would lock out azd and
+      // `az functionapp deployment` from anywhere else (403).
+      scmIpSecurityRestrictionsUseMain: false
+      scmIpSecurityRestrictions: [
+        for (rule, i) in allowedDeployInbound: {
+          name: 'deploy-${i}'
+          action: 'Allow'
+          priority: 100 + i
+          ipAddress: contains(rule, 'serviceTag') ? rule.serviceTag : rule.ipAddress
+          tag: contains(rule, 'serviceTag') ? 'ServiceTag' : 'Default'
+        }
+      ]
+      scmIpSecurityRestrictionsDefaultAction: empty(allowedDeployInbound) ? 'Allow' : 'Deny'
       appSettings: [
-        // Host storage through the user-assigned identity (no connection string).
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
+        // Host storage through the user-assigned identity (no connection string), by service URI:
+        // an account name alone is not valid in sovereign clouds.
+        { name: 'AzureWebJobsStorage__blobServiceUri', value: storage.properties.primaryEndpoints.blob }
         { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
         { name: 'AzureWebJobsStorage__clientId', value: identity.properties.clientId }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: appInsights.properties.ConnectionString }
@@ -204,6 +232,43 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
   name: 'scm'
   properties: {
     allow: false
+  }
+}
+
+// For an auditor: the app's logs, and who read or wrote host storage (host keys, the package).
+resource siteDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: site
+  properties: {
+    workspaceId: workspace.id
+    logs: [
+      {
+        category: 'FunctionAppLogs'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: workspace.id
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
   }
 }
 
