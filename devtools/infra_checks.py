@@ -137,6 +137,10 @@ FLEX_REJECTED_APP_SETTINGS = (
     "FUNCTIONS_WORKER_PROCESS_COUNT", "WEBSITE_CONTENTSHARE",
     "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "WEBSITE_RUN_FROM_PACKAGE",
     "WEBSITE_NODE_DEFAULT_VERSION", "SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD",
+    # Also on the Flex deprecations list: the runtime version and scale-out limit, which
+    # functionAppConfig now holds, and the content share settings of a plan Flex does not use.
+    "FUNCTIONS_WORKER_RUNTIME_VERSION", "WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT",
+    "WEBSITE_CONTENTOVERVNET", "WEBSITE_SKIP_CONTENTSHARE_VALIDATION",
 )  # fmt: skip
 # azd's Flex Consumption template names these outputs (Azure-Samples functions-quickstart azd
 # templates); azd writes every output into .azure/<env>/.env.
@@ -238,6 +242,11 @@ def platform_violations(infra: Path = INFRA) -> list[str]:
     inbound = _description(main["parameters"]["allowedInbound"])
     if "AzureConnectors" not in inbound or "LogicApps" not in inbound:
         problems.append("allowedInbound must name the AzureConnectors and LogicApps tags")
+    # azd refuses to load a project outside its requiredVersions (Azure/azure-dev,
+    # schemas/v1.0/azure.yaml.json); versions before 1.18.0 ignore .funcignore.
+    azure_yaml = (infra.parent / "azure.yaml").read_text()
+    if not re.search(r'^requiredVersions:\n  azd: ">= 1\.18\.0"$', azure_yaml, re.MULTILINE):
+        problems.append('azure.yaml must require azd ">= 1.18.0"')
     bicepconfig = json.loads((infra / "bicepconfig.json").read_text())
     if not GRAPH_EXTENSION.fullmatch(str(bicepconfig["extensions"].get("microsoftGraphV1"))):
         problems.append("bicepconfig.json must pin the Graph extension's version")

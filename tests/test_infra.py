@@ -26,6 +26,7 @@ from tests.bicep_eval import evaluate
 def infra_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "infra"
     shutil.copytree(INFRA, copy)
+    shutil.copy(INFRA.parent / "azure.yaml", tmp_path / "azure.yaml")
     return copy
 
 
@@ -112,6 +113,7 @@ PLATFORM_WEAKENINGS = [
     ("main.bicep", "(Microsoft Graph Bicep extension: public cloud only)", "", "grantGraphPermission must say"),
     ("main.bicep", "[{\"serviceTag\": \"AzureConnectors\"}] for a Power Automate custom connector, [{\"serviceTag\": \"LogicApps\"}] for its HTTP action (regional forms such as AzureConnectors.westeurope narrow it further)", "[{\"serviceTag\": \"LogicApps\"}]", "AzureConnectors and LogicApps"),
     ("bicepconfig.json", "microsoftgraph/v1.0:1.0.0", "microsoftgraph/v1.0:latest", "pin the Graph extension"),
+    ("../azure.yaml", 'azd: ">= 1.18.0"', 'azd: ">= 1.10.0"', "require azd"),
     # What an auditor asks for.
     ("app/resources.bicep", "category: 'FunctionAppLogs'\n        enabled: true", "category: 'FunctionAppLogs'\n        enabled: false", "Function App's logs"),
     ("app/resources.bicep", "category: 'StorageRead'", "category: 'StorageDelete'", "reads and writes must be logged"),
