@@ -1,9 +1,9 @@
 # Two commands do everything on a fresh machine:
-#   make run    start the dev host with the Graph and identity emulators on loopback
+#   make run    start the dev host with the Graph and identity emulators and Azurite on loopback
 #   make test   ruff, ruff format --check, mypy --strict, the ServiceNow script include's Node
 #               tests and the whole pytest suite
-# Both create .venv and install requirements-dev.txt first (again only when it changes); `make test`
-# also installs package-lock.json into node_modules with npm ci (again only when it changes).
+# Both create .venv and install requirements-dev.txt first, and install package-lock.json into
+# node_modules with npm ci (each again only when it changes).
 
 PYTHON ?= python3
 VENV := .venv
@@ -20,7 +20,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(NODE_STAMP)
 	$(PY) -m devtools.run
 
 lint: $(STAMP)
@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-# acorn (the ES5 check of the script include) exactly as package-lock.json pins it.
+# acorn (the ES5 check of the script include) and Azurite (the storage emulator of `make run` and
+# the tests) exactly as package-lock.json pins them; neither needs an install script.
 $(NODE_STAMP): package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts
 	touch $(NODE_STAMP)

@@ -7,6 +7,10 @@ worker does. Like `func start`, it reads `local.settings.json` Values into the e
 overriding what is already set) and does not check keys unless given one with `--function-key`.
 
     python -m devtools.host [--host 127.0.0.1] [--port 7071] [--function-key KEY]
+                            [--root APP_FOLDER] [--queue-receive-visibility SECONDS]
+
+Queue- and timer-triggered functions run too (devtools.queues, devtools.timers), on the storage
+account their `connection` setting names (Azurite locally).
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
 
 import azure.functions as func
+
+if TYPE_CHECKING:
+    from devtools.timers import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 Scope = MutableMapping[str, Any]
@@ -64,14 +71,24 @@ def compile_route(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts) + "/?", re.IGNORECASE)
 
 
+def _functions(root: Path, trigger_type: str) -> list[tuple[str, dict[str, Any]]]:
+    """(function name, its trigger binding) for each function folder triggered by this type."""
+    found = []
+    for spec in sorted(root.glob("*/function.json")):
+        bindings = json.loads(spec.read_text())["bindings"]
+        triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
+        if len(triggers) != 1:
+            raise ValueError(f"{spec.parent.name}: a function has exactly one trigger")
+        if triggers[0]["type"] == trigger_type:
+            found.append((spec.parent.name, triggers[0]))
+    return found
+
+
 def discover(root: Path = ROOT) -> tuple[str, list[Route]]:
     host = json.loads((root / "host.json").read_text())
     prefix = str(host.get("extensions", {}).get("http", {}).get("routePrefix", "api")).strip("/")
     routes = []
-    for spec in sorted(root.glob("*/function.json")):
-        bindings = json.loads(spec.read_text())["bindings"]
-        trigger = next(b for b in bindings if b["type"] == "httpTrigger")
-        name = spec.parent.name
+    for name, trigger in _functions(root, "httpTrigger"):
         template = trigger.get("route") or name
         module = importlib.import_module(name)
         routes.append(
@@ -81,10 +98,69 @@ def discover(root: Path = ROOT) -> tuple[str, list[Route]]:
                 pattern=compile_route(template),
                 methods=frozenset(m.upper() for m in trigger.get("methods") or ()),
                 auth_level=trigger.get("authLevel", "function").lower(),
-                handler=module.main,
+                handler=getattr(module, trigger.get("entryPoint", "main")),
             )
         )
     return prefix, routes
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A queue- or timer-triggered function: what it listens to, and its runner."""
+
+    function: str
+    describes: str
+    run: Callable[[], Coroutine[Any, Any, None]]
+
+
+def discover_triggers(
+    root: Path = ROOT,
+    receive_visibility: float | None = None,
+    clock: Clock | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> list[Trigger]:
+    """The queue and timer triggers of the function folders under `root`.
+
+    The machinery lives in devtools.queues and devtools.timers, imported only when a function
+    needs it: nothing here is ever imported by a function.
+    """
+    host = json.loads((root / "host.json").read_text())
+    found = []
+    queues = _functions(root, "queueTrigger")
+    if queues:
+        from devtools.queues import (
+            RECEIVE_VISIBILITY_SECONDS,
+            QueueBinding,
+            QueueListener,
+            QueueOptions,
+        )
+
+        options = QueueOptions.from_host_json(
+            host, receive_visibility or RECEIVE_VISIBILITY_SECONDS
+        )
+        for name, trigger in queues:
+            module = importlib.import_module(name)
+            binding = QueueBinding.from_function_json(
+                name, trigger, getattr(module, trigger.get("entryPoint", "main")), settings
+            )
+            listener = QueueListener(binding, options)
+            found.append(Trigger(name, f"queue {binding.queue_name}", listener.run))
+    timers = _functions(root, "timerTrigger")
+    if timers:
+        from devtools.timers import SystemClock, TimerRunner, parse_schedule
+
+        for name, trigger in timers:
+            module = importlib.import_module(name)
+            schedule = parse_schedule(str(trigger["schedule"]), settings)
+            runner = TimerRunner(
+                name,
+                schedule,
+                bool(trigger.get("runOnStartup", False)),
+                getattr(module, trigger.get("entryPoint", "main")),
+                clock or SystemClock(),
+            )
+            found.append(Trigger(name, f"timer {schedule.expression}", runner.run))
+    return found
 
 
 class DevHost:
@@ -176,13 +252,19 @@ def configure_logging() -> None:
 
 
 async def serve(
-    host: str, port: int, function_key: str | None, on_ready: Callable[[str], None]
+    host: str,
+    port: int,
+    function_key: str | None,
+    on_ready: Callable[[str], None],
+    root: Path = ROOT,
+    receive_visibility: float | None = None,
 ) -> None:
     import uvicorn
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))  # the Functions worker puts the app root on sys.path too
-    prefix, routes = discover()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))  # the Functions worker puts the app root on sys.path too
+    prefix, routes = discover(root)
+    triggers = discover_triggers(root, receive_visibility)
     app = DevHost(prefix, routes, function_key)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -195,7 +277,15 @@ async def serve(
     for route in routes:
         methods = ",".join(sorted(route.methods)) or "ANY"
         print(f"  {route.function}: [{methods}] {base}{app.prefix}/{route.template}", flush=True)
-    await server.serve(sockets=[sock])
+    for trigger in triggers:
+        print(f"  {trigger.function}: [{trigger.describes}]", flush=True)
+    running = [asyncio.create_task(trigger.run(), name=trigger.function) for trigger in triggers]
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,15 +293,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7071)
     parser.add_argument("--function-key", default=None)
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="the function app's folder (host.json and one folder per function)",
+    )
+    parser.add_argument(
+        "--queue-receive-visibility",
+        type=float,
+        default=None,
+        help="seconds a received queue message stays invisible (Azure: 600)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
-    load_local_settings()
+    load_local_settings(args.root)
     asyncio.run(
         serve(
             args.host,
             args.port,
             args.function_key,
             lambda base: print(f"Dev host listening on {base}", flush=True),
+            args.root.resolve(),
+            args.queue_receive_visibility,
         )
     )
 

@@ -15,6 +15,7 @@ from hypothesis.strategies._internal import collections as hypothesis_collection
 from hypothesis.vendor import pretty as hypothesis_pretty
 from schemathesis.generation.hypothesis import setup as schemathesis_setup
 
+from devtools.azurite import Azurite, ensure_installed
 from devtools.graph_emulator import GraphEmulator
 from devtools.identity_emulator import IdentityEmulator
 from tests.stack import Stack
@@ -142,3 +143,11 @@ def trickling_server() -> Iterator[str]:
     yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     stop.set()
     listener.close()
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    """A real Azurite (blob, queue, table) on free ports for the whole run, installed if needed."""
+    ensure_installed()
+    with Azurite() as storage:
+        yield storage

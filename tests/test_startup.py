@@ -94,3 +94,30 @@ def test_a_collector_that_was_off_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+DEV_ONLY = ("devtools", "azure.storage", "azure.data", "aiohttp", "uvicorn")
+
+
+def loaded_after(code: str) -> set[str]:
+    """Which dev-only modules a fresh interpreter has loaded after running `code`."""
+    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={"IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "h"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return {name for name in done.stdout.split() if name.startswith(DEV_ONLY)}
+
+
+def test_the_functions_never_load_the_dev_hosts_trigger_machinery() -> None:
+    """Queue and timer triggers are the dev host's: cold start and per-request cost stay as
+    they were."""
+    assert loaded_after("import UnassignUser, BulkUnassignUser") == set()
+    # Positive control: the same probe sees them when the dev host's machinery is imported.
+    seen = loaded_after("import devtools.queues, devtools.timers, azure.storage.queue.aio")
+    assert {"devtools.queues", "devtools.timers", "azure.storage.queue.aio"} <= seen
