@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -79,8 +80,21 @@ def test_make_run_starts_a_stack_whose_printed_curl_works(tmp_path: Path) -> Non
             )
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "unassigned"
+        storage = re.findall(r"(blobs|queues|tables): +http://([\d.]+):(\d+)/", banner)
+        assert [kind for kind, _, _ in storage] == ["blobs", "queues", "tables"], banner
+        assert all(listening(host, int(port)) for _, host, port in storage)
     finally:
         process.terminate()
         process.wait(timeout=30)
         if process.stdout is not None:
             process.stdout.close()
+    # Stopping the stack stopped Azurite: the ports that answered above no longer do.
+    assert not any(listening(host, int(port)) for _, host, port in storage)
+
+
+def listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError:
+        return False
+    return True

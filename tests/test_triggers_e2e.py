@@ -270,6 +270,18 @@ def test_two_hosts_never_both_complete_a_message(probe: Probe) -> None:
     assert all(e["dequeueCount"] == 1 for e in events)
 
 
+def test_a_message_stays_invisible_while_its_function_runs(probe: Probe) -> None:
+    """Received for 2 s and held for 3.5 s: renewed at half-life, so no other host sees it.
+    (The next test is the control: without renewal, a message does reappear.)"""
+    probe.start_host("--queue-receive-visibility", "2")
+    probe.start_host("--queue-receive-visibility", "2")
+    probe.send(key="long", action="hold", seconds=3.5)
+    probe.wait_for(lambda events: bool(done(events, "long")), "long done")
+    time.sleep(0.5)
+    starts = [e for e in probe.events() if e["event"] == "start"]
+    assert len(starts) == 1 and starts[0]["dequeueCount"] == 1
+
+
 def test_a_killed_hosts_message_reappears_and_the_other_host_finishes_it(probe: Probe) -> None:
     first = probe.start_host("--queue-receive-visibility", "2")
     probe.send(key="orphan", action="block_first")
