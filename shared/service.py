@@ -24,7 +24,7 @@ Every step is safe to repeat, so a replayed ticket or a retried flow never does 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from shared.graph import AUTOPILOT, Call, GraphClient
 from shared.graph_answer import problem_for
@@ -228,4 +228,44 @@ async def unassign(graph: GraphClient, request: UnassignRequest, call: Call) -> 
     _guard(device, request.expected_upn)
     if request.dry_run:
         return Outcome(WOULD_UNASSIGN, device)
+    return await _write(graph, device, call)
+
+
+class Memory(Protocol):
+    """What earlier attempts at one job input left behind, kept in the job's storage."""
+
+    @property
+    def first_user(self) -> str | None:
+        """The user read before the first write of any attempt; None before that."""
+
+    async def remember(self, user: str) -> None:
+        """Store `user` as the first user read, before the first write is sent."""
+
+
+async def unassign_remembering(
+    graph: GraphClient, request: UnassignRequest, call: Call, memory: Memory
+) -> Outcome:
+    """The single-device path for an input that may be attempted again, hours apart.
+
+    The first attempt stores the user it read before it writes. Every later attempt judges the
+    device against that stored user, as the single-device path judges a re-read against its
+    first read: still that user, write; nobody, `unassigned` naming them (an earlier write may
+    have landed); someone else, 409 and no write. So a retry never removes a new owner.
+    """
+    device = await current(graph, request, call)
+    first = memory.first_user
+    if first is None:
+        if not device.user_principal_name:
+            return Outcome(ALREADY_UNASSIGNED, device)
+        _guard(device, request.expected_upn)
+        if request.dry_run:
+            return Outcome(WOULD_UNASSIGN, device)
+        await memory.remember(device.user_principal_name)
+        return await _write(graph, device, call)
+    seen = device._replace(user_principal_name=first)
+    call.write_may_have_acted = True  # stored before a write that may have been sent
+    try:
+        _judge(seen, device, call)
+    except Settled as settled:
+        return settled.outcome
     return await _write(graph, device, call)
