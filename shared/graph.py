@@ -73,6 +73,12 @@ class Call:
     halted: Callable[[], Problem | None] | None = None
     # Set while a write's own place to talk to Graph is lent to the read that checks the device.
     lends_slot: bool = False
+    # Awaited right before every write is sent, after any fresh read: a write budget shared with
+    # other processes (bulk jobs). It raises to put the write off; then nothing is sent.
+    before_write: Callable[[], Awaitable[None]] | None = None
+    # Awaited with the wait Intune asked for when it throttled a write, so that every writer
+    # sharing the budget holds, not only this one.
+    on_throttle: Callable[[float], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if not self.client_request_id:
@@ -207,6 +213,8 @@ class GraphClient:
             if write and isinstance(answer, GraphResponse) and answer.status == 429:
                 # Intune's write limit is per app: what one write hears, every write would.
                 self.pacer.hold(wait)
+                if call.on_throttle is not None:
+                    await call.on_throttle(wait)
             if not fits(wait, call.deadline.remaining(), self._margin(method)):
                 if last.failure is Failure.GRAPH_THROTTLED:
                     last.retry_after = wait
@@ -223,6 +231,7 @@ class GraphClient:
         """
         self._check_halted(call, last)
         if recheck is None:
+            await self._shared_budget(call)
             return
         call.lends_slot = True  # the read uses this write's place: no second wait for one
         try:
@@ -236,6 +245,12 @@ class GraphClient:
             call.lends_slot = False
         self._check_halted(call, last)
         self._check_time_left(method, call.deadline, last)
+        await self._shared_budget(call)
+
+    @staticmethod
+    async def _shared_budget(call: Call) -> None:
+        if call.before_write is not None:
+            await call.before_write()
 
     @staticmethod
     def _check_halted(call: Call, last: Problem | None) -> None:

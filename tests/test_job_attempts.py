@@ -115,3 +115,67 @@ def test_a_retry_never_removes_a_new_owner(request_guard: dict[str, object]) -> 
     # The same probe sees a write when the stored user is still there.
     _, control = attempt([device(ALEX), httpx.Response(204)], Stored(ALEX), **request_guard)
     assert control == ["GET", "POST"]
+
+
+# --- The hooks a job worker gives each call: a shared budget before every write, and a shared
+# hold when Intune throttles one.
+
+
+class Postponed(Exception):
+    """What a budget with no room raises: the write is put off."""
+
+
+def hooked(
+    answers: list[httpx.Response], room: list[bool]
+) -> tuple[Outcome | Exception, list[str], list[float]]:
+    sent: list[str] = []
+    holds: list[float] = []
+
+    def answer(call: httpx.Request) -> httpx.Response:
+        sent.append(call.method)
+        return answers.pop(0)
+
+    async def before_write() -> None:
+        if not room.pop(0):
+            raise Postponed
+
+    async def on_throttle(seconds: float) -> None:
+        holds.append(seconds)
+
+    settings = load_settings({"GRAPH_ENDPOINT": "http://127.0.0.1:9"})
+    tokens = TokenProvider(settings, credential_factory=credential_factory(CountingCredential()))
+    clock = FakeClock()
+
+    async def go() -> Outcome | Exception:
+        client = GraphClient(
+            settings, tokens, transport=httpx.MockTransport(answer), clock=clock,
+            sleep=clock.sleep, random_source=lambda: 0.5,
+        )  # fmt: skip
+        call = Call(
+            Deadline.after(30, clock), "c", before_write=before_write, on_throttle=on_throttle
+        )
+        try:
+            return await unassign_remembering(client, UnassignRequest(GUID, None), call, Stored())
+        except (Problem, Postponed) as stopped:
+            return stopped
+        finally:
+            await client.aclose()
+
+    (result,) = [asyncio.run(go())]
+    return result, sent, holds
+
+
+def test_the_budget_is_asked_before_every_write_and_can_put_it_off() -> None:
+    postponed, sent, _ = hooked([device(ALEX)], room=[False])
+    assert isinstance(postponed, Postponed) and sent == ["GET"]  # no write went out
+    done, sent, _ = hooked([device(ALEX), httpx.Response(204)], room=[True])
+    assert isinstance(done, Outcome) and sent == ["GET", "POST"]  # the control
+
+
+def test_a_throttled_write_holds_every_writer_and_asks_the_budget_again() -> None:
+    throttled = httpx.Response(429, headers={"Retry-After": "3"}, json={"error": {"code": "x"}})
+    result, sent, holds = hooked(
+        [device(ALEX), throttled, device(ALEX), httpx.Response(204)], room=[True, True]
+    )
+    assert isinstance(result, Outcome) and result.status == "unassigned"
+    assert holds == [3.0] and sent == ["GET", "POST", "GET", "POST"]
