@@ -61,7 +61,7 @@ class Settings(NamedTuple):
         return f"{self.graph_endpoint}/.default"
 
 
-def _bad(name: str, why: str) -> Problem:
+def invalid_setting(name: str, why: str) -> Problem:
     """A 500 naming the setting and what is wrong, never its value (it may be an internal URL)."""
     return Problem(Failure.CONFIGURATION, f"App setting {name} is invalid: {why}.")
 
@@ -83,33 +83,37 @@ def _graph_endpoint(env: Mapping[str, str]) -> str:
         host = parts.hostname or ""
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
-        raise _bad("GRAPH_ENDPOINT", "not a URL") from None
+        raise invalid_setting("GRAPH_ENDPOINT", "not a URL") from None
     if parts.path or parts.query or parts.fragment or parts.username or parts.password:
-        raise _bad("GRAPH_ENDPOINT", "give only scheme and host, e.g. https://graph.microsoft.com")
+        raise invalid_setting(
+            "GRAPH_ENDPOINT", "give only scheme and host, e.g. https://graph.microsoft.com"
+        )
     if parts.scheme == "https" and host:
         return value
     if parts.scheme == "http" and is_loopback(host):
         return value
-    raise _bad("GRAPH_ENDPOINT", "must be an https URL (plain http only for loopback)")
+    raise invalid_setting("GRAPH_ENDPOINT", "must be an https URL (plain http only for loopback)")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def number_setting(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float
+) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise _bad(name, "not a number") from None
+        raise invalid_setting(name, "not a number") from None
     if not math.isfinite(value) or not low <= value <= high:
-        raise _bad(name, f"must be between {low:g} and {high:g}")
+        raise invalid_setting(name, f"must be between {low:g} and {high:g}")
     return value
 
 
 def _writes_per_window(env: Mapping[str, str]) -> int:
-    value = _number(env, "GRAPH_WRITES_PER_WINDOW", DEFAULT_WRITES_PER_WINDOW, 1, 10_000)
+    value = number_setting(env, "GRAPH_WRITES_PER_WINDOW", DEFAULT_WRITES_PER_WINDOW, 1, 10_000)
     if value != int(value):
-        raise _bad("GRAPH_WRITES_PER_WINDOW", "not a whole number")
+        raise invalid_setting("GRAPH_WRITES_PER_WINDOW", "not a whole number")
     return int(value)
 
 
@@ -118,7 +122,9 @@ def _client_id(env: Mapping[str, str]) -> str | None:
     if not raw:
         return None
     if not GUID.fullmatch(raw):
-        raise _bad("AZURE_CLIENT_ID", "must be the client id (a GUID) of the managed identity")
+        raise invalid_setting(
+            "AZURE_CLIENT_ID", "must be the client id (a GUID) of the managed identity"
+        )
     return raw.lower()
 
 
@@ -127,12 +133,14 @@ def _credential(env: Mapping[str, str]) -> str:
     if not raw:
         return "managed_identity"
     if raw not in CREDENTIALS:
-        raise _bad("GRAPH_CREDENTIAL", f"must be one of {', '.join(CREDENTIALS)}")
+        raise invalid_setting("GRAPH_CREDENTIAL", f"must be one of {', '.join(CREDENTIALS)}")
     return raw
 
 
 def _bulk_deadline(env: Mapping[str, str]) -> float:
-    value = _number(env, "BULK_DEADLINE_SECONDS", DEFAULT_BULK_DEADLINE_SECONDS, *DEADLINE_RANGE)
+    value = number_setting(
+        env, "BULK_DEADLINE_SECONDS", DEFAULT_BULK_DEADLINE_SECONDS, *DEADLINE_RANGE
+    )
     if value <= MAX_USED_BULK_DEADLINE_SECONDS:
         return value
     if "BULK_DEADLINE_SECONDS" not in _warned:  # once per process, not on every request
@@ -150,14 +158,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     source = os.environ if env is None else env
     return Settings(
         graph_endpoint=_graph_endpoint(source),
-        deadline_seconds=_number(
+        deadline_seconds=number_setting(
             source, "UNASSIGN_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS, *DEADLINE_RANGE
         ),
         azure_client_id=_client_id(source),
         credential=_credential(source),
         bulk_deadline_seconds=_bulk_deadline(source),
         writes_per_window=_writes_per_window(source),
-        write_window_seconds=_number(
+        write_window_seconds=number_setting(
             source, "GRAPH_WRITE_WINDOW_SECONDS", DEFAULT_WRITE_WINDOW_SECONDS, 0.1, 3600
         ),
     )
