@@ -238,8 +238,12 @@ class Memory(Protocol):
     def first_user(self) -> str | None:
         """The user read before the first write of any attempt; None before that."""
 
+    @property
+    def write_started(self) -> bool:
+        """Whether an earlier attempt may have sent a write (stored before sending it)."""
+
     async def remember(self, user: str) -> None:
-        """Store `user` as the first user read, before the first write is sent."""
+        """Store `user` as the first user read, and that a write is starting, before it is sent."""
 
 
 async def unassign_remembering(
@@ -249,8 +253,9 @@ async def unassign_remembering(
 
     The first attempt stores the user it read before it writes. Every later attempt judges the
     device against that stored user, as the single-device path judges a re-read against its
-    first read: still that user, write; nobody, `unassigned` naming them (an earlier write may
-    have landed); someone else, 409 and no write. So a retry never removes a new owner.
+    first read: still that user, write; nobody, `unassigned` naming them when an earlier write
+    may have landed (else `alreadyUnassigned`); someone else, 409 and no write. So a retry never
+    removes a new owner.
     """
     device = await current(graph, request, call)
     first = memory.first_user
@@ -263,7 +268,7 @@ async def unassign_remembering(
         await memory.remember(device.user_principal_name)
         return await _write(graph, device, call)
     seen = device._replace(user_principal_name=first)
-    call.write_may_have_acted = True  # stored before a write that may have been sent
+    call.write_may_have_acted = memory.write_started
     try:
         _judge(seen, device, call)
     except Settled as settled:

@@ -32,13 +32,15 @@ def device(user: str) -> httpx.Response:
 class Stored:
     """The job's memory of one input, as the store keeps it."""
 
-    def __init__(self, first_user: str | None = None) -> None:
+    def __init__(self, first_user: str | None = None, write_started: bool = True) -> None:
         self.first_user = first_user
+        self.write_started = first_user is not None and write_started
         self.remembered: list[str] = []
 
     async def remember(self, user: str) -> None:
         self.remembered.append(user)
         self.first_user = user
+        self.write_started = True
 
 
 def attempt(
@@ -104,6 +106,13 @@ def test_a_retry_finding_nobody_reports_the_earlier_write() -> None:
     result, sent = attempt([device("")], Stored(ALEX))
     assert isinstance(result, Outcome) and result.status == "unassigned"
     assert result.device.user_principal_name == ALEX and sent == ["GET"]
+
+
+def test_a_retry_finding_nobody_when_no_write_was_ever_sent_is_already_unassigned() -> None:
+    """Put off before its write was sent: someone else's doing, not ours."""
+    result, sent = attempt([device("")], Stored(ALEX, write_started=False))
+    assert isinstance(result, Outcome) and result.status == "alreadyUnassigned"
+    assert sent == ["GET"]
 
 
 @pytest.mark.parametrize("request_guard", [{}, {"expected_upn": ALEX}])

@@ -1,0 +1,321 @@
+"""The job worker: what the queue-triggered function does with each message of the jobs' queue.
+
+    {"kind": "fanout", "jobId": …}                       sent once by POST: one chunk message
+                                                         per chunk of the job
+    {"kind": "chunk", "jobId": …, "chunk": n, "attempt": k}
+                                                         work the chunk's open inputs, in order
+
+Delivery is at least once and a worker can die anywhere, so every step may happen twice:
+
+- a chunk is claimed (its entity's ETag) before any input of it is worked, for CLAIM_SECONDS,
+  renewed as it goes; only an expired claim may be taken over, and a worker whose claim was taken
+  stops at its next save;
+- each input goes through the single-device path (`shared.service.unassign_remembering`): the
+  user read before its first write is stored before that write, and every later attempt is
+  judged against it, so a retry hours later never removes a new owner;
+- a final result is written once; a final input is never worked again, so duplicate messages
+  are harmless;
+- every write first takes a slot of the jobs' shared budget (`shared.jobs.budget`); a 429 sets
+  the budget's hold for every worker.
+
+What ends an input: its result (200, or 400 / 404 / 409 from the tenant). What puts it off: no
+room in the budget, a hold, Graph throttling, 5xx or no answer. Then the chunk goes back to the
+queue as a new message, delayed (the attempt count travels in the message, so a busy day never
+walks it toward the poison queue), sent before the claim is released. A message that crashes the
+worker itself `maxDequeueCount` times lands in the poison queue, where the sweeper finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from shared import audit
+from shared.graph import Call, GraphClient
+from shared.jobs.budget import WriteBudget
+from shared.jobs.results import from_outcome, from_problem
+from shared.jobs.store import Chunk, ClaimLost, InputState, Job, JobStore
+from shared.problems import Failure, Problem
+from shared.request import UnassignRequest, expected_upn, target
+from shared.retry import MAX_WAIT_SECONDS, Deadline
+from shared.service import unassign_remembering
+
+log = logging.getLogger("autopilot.jobs")
+T = TypeVar("T")
+
+CLAIM_SECONDS = 300.0  # well under the 10 minutes a crashed worker's message stays hidden
+# What the tenant decides: the input is done. Anything else is put off and tried again.
+FINAL = frozenset(
+    {
+        Failure.INVALID_REQUEST,
+        Failure.DEVICE_NOT_FOUND,
+        Failure.USER_MISMATCH,
+        Failure.AMBIGUOUS_SERIAL,
+    }
+)
+FIRST_BACKOFF_SECONDS = 5.0
+# A wait this short is spent in place; a longer one sends the chunk back to the queue.
+SHORT_WAIT_SECONDS = 2.0
+
+
+class Postpone(Exception):
+    """No write now: the shared budget is full or on hold for `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"put off for {seconds:.3f} s")
+        self.seconds = seconds
+
+
+@dataclass(frozen=True)
+class Message:
+    kind: str
+    job_id: str
+    chunk: int = 0
+    attempt: int = 0
+
+    def encode(self) -> str:
+        if self.kind == "fanout":
+            return json.dumps({"kind": "fanout", "jobId": self.job_id})
+        return json.dumps(
+            {"kind": "chunk", "jobId": self.job_id, "chunk": self.chunk, "attempt": self.attempt}
+        )
+
+    @classmethod
+    def decode(cls, body: bytes) -> Message:
+        """A message of ours, or ValueError: the queue holds nothing else."""
+        data = json.loads(body)
+        if not isinstance(data, dict) or not isinstance(data.get("jobId"), str):
+            raise ValueError("not a job message")
+        if data.get("kind") == "fanout":
+            return cls("fanout", data["jobId"])
+        chunk, attempt = data.get("chunk"), data.get("attempt", 0)
+        if (
+            data.get("kind") != "chunk"
+            or not isinstance(chunk, int)
+            or not isinstance(attempt, int)
+        ):
+            raise ValueError("not a job message")
+        return cls("chunk", data["jobId"], chunk, attempt)
+
+
+def request_of(entry: dict[str, Any], dry: bool) -> UnassignRequest:
+    """The entry as validated at submission, validated again: it comes back from storage."""
+    device_id, serial = target(entry, None)
+    upn = entry.get("expectedUserPrincipalName")
+    return UnassignRequest(
+        device_id=device_id,
+        serial_number=serial,
+        expected_upn=None if upn is None else expected_upn(upn),
+        dry_run=dry,
+    )
+
+
+class Worker:
+    """One process's job worker; everything it keeps between messages is in storage."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        budget: WriteBudget,
+        send: Callable[[str, float], None],
+        graph: GraphClient,
+        input_deadline_seconds: float,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        claim_seconds: float = CLAIM_SECONDS,
+    ) -> None:
+        self.store = store
+        self.budget = budget
+        self._send = send  # (message text, visibility delay in seconds): the jobs' queue
+        self.graph = graph
+        self.input_deadline_seconds = input_deadline_seconds
+        self.clock = clock
+        self._sleep = sleep
+        self.claim_seconds = claim_seconds
+
+    async def handle(self, message: Message) -> None:
+        if message.kind == "fanout":
+            await self._fan_out(message.job_id)
+        else:
+            await self._work(message)
+
+    async def _io(self, call: Callable[..., T], *args: Any) -> T:
+        """A storage call on a worker thread: the event loop never waits on storage."""
+        return await asyncio.to_thread(call, *args)
+
+    async def send(self, message: Message, delay: float = 0.0) -> None:
+        await self._io(self._send, message.encode(), delay)
+
+    async def _fan_out(self, job_id: str) -> None:
+        job = await self._io(self.store.job, job_id)
+        if job is None or job.status != "running":
+            return
+        for number in range(job.chunks):
+            await self.send(Message("chunk", job_id, number))
+
+    async def _work(self, message: Message) -> None:
+        job = await self._io(self.store.job, message.job_id)
+        if job is None or job.status != "running" or self.clock() >= job.deadline:
+            return  # deleted, ended, or the sweeper's to end
+        chunk = await self._io(self.store.chunk, message.job_id, message.chunk)
+        if chunk is None or all(state.final for state in chunk.inputs):
+            return
+        owner = uuid.uuid4().hex
+        claimed = await self._io(self.store.claim, chunk, owner, self.claim_seconds)
+        if claimed is None:  # another worker's live claim: look again when it would expire
+            wait = (chunk.claim_until or self.clock()) - self.clock()
+            await self.send(replace(message, attempt=message.attempt + 1), max(1.0, wait))
+            return
+        try:
+            await ChunkRun(self, job, claimed, message).run()
+        except ClaimLost:
+            log.warning("job %s chunk %s: claim taken over; stopping", job.job_id, chunk.number)
+
+
+class ChunkRun:
+    """One claim of one chunk: its open inputs worked in order until done or put off."""
+
+    def __init__(self, worker: Worker, job: Job, chunk: Chunk, message: Message) -> None:
+        self.worker = worker
+        self.job = job
+        self.chunk = chunk
+        self.message = message
+
+    async def save(self) -> None:
+        self.chunk = await self.worker._io(self.worker.store.save, self.chunk)
+
+    async def run(self) -> None:
+        worker = self.worker
+        for state in self.chunk.inputs:
+            if state.final:
+                continue
+            job = await worker._io(worker.store.job, self.job.job_id)
+            if job is None or job.status != "running" or worker.clock() >= job.deadline:
+                break  # cancelled, ended or past its deadline: the report says what is left
+            self.job = job
+            await self._renew_claim()
+            delay = await self._input(state)
+            if delay is not None:
+                # Sent before the claim is released: a crash in between leaves a message that
+                # waits out the claim, never an open input without one.
+                next_message = replace(self.message, attempt=self.message.attempt + 1)
+                await worker.send(next_message, delay)
+                break
+        self.chunk = await worker._io(worker.store.release, self.chunk)
+
+    async def _renew_claim(self) -> None:
+        until = self.chunk.claim_until or 0.0
+        now = self.worker.clock()
+        if until - now < self.worker.claim_seconds / 2:
+            self.chunk.claim_until = now + self.worker.claim_seconds
+            await self.save()
+
+    async def _input(self, state: InputState) -> float | None:
+        """Work one input: None when it is final, else the seconds to wait before trying again."""
+        worker = self.worker
+        assert state.entry is not None  # an entry refused at submission is final from the start
+        state.attempts += 1
+        record = audit.AuditRecord(self.job.correlation_id, event="bulkUnassignJobInput")
+        record.itemIndex, record.ticketId, record.dryRun = (
+            state.index,
+            self.job.ticket_id,
+            self.job.dry_run,
+        )
+        started = time.monotonic()
+        sent_before = state.write_started
+        call = Call(
+            Deadline.after(worker.input_deadline_seconds, worker.graph.clock),
+            self.job.correlation_id,
+            before_write=self._take_slot,
+            on_throttle=self._hold,
+        )
+        record.graphClientRequestId = call.client_request_id
+        while True:
+            try:
+                outcome = await unassign_remembering(
+                    worker.graph,
+                    request_of(state.entry, self.job.dry_run),
+                    call,
+                    _Memory(self, state),
+                )
+            except Postpone as postpone:
+                if call.writes_sent == 0 and not sent_before:
+                    state.write_started = False  # stored before a write that was never sent
+                if postpone.seconds > SHORT_WAIT_SECONDS:
+                    await self.save()
+                    return postpone.seconds
+                await worker._sleep(postpone.seconds)
+                call = replace(
+                    call, deadline=Deadline.after(worker.input_deadline_seconds, worker.graph.clock)
+                )
+                continue
+            except Problem as problem:
+                if problem.failure not in FINAL:
+                    await self.save()
+                    record.outcome, record.detail = "postponed", problem.detail
+                    return self._backoff(state, problem)
+                state.result = from_problem(
+                    state.index,
+                    state.entry,
+                    problem,
+                    call.device.get("id"),
+                    call.device.get("serialNumber"),
+                )
+            else:
+                state.result = from_outcome(state.index, state.entry, outcome)
+                record.previousUserPrincipalName = state.result["previousUserPrincipalName"]
+            break
+        await self.save()
+        result = state.result
+        record.deviceId, record.serialNumber = result["deviceId"], result["serialNumber"]
+        record.outcome, record.httpStatus, record.detail = (
+            result["status"],
+            result["httpStatus"],
+            result["detail"],
+        )
+        record.graphRequestIds, record.attempts = call.request_ids, state.attempts
+        record.durationMs = round((time.monotonic() - started) * 1000)
+        audit.emit(record)
+        return None
+
+    def _backoff(self, state: InputState, problem: Problem) -> float:
+        """5 s, doubling per attempt up to the longest wait we take; Graph's Retry-After if longer."""
+        grown = FIRST_BACKOFF_SECONDS * 2 ** min(state.attempts - 1, 16)
+        wanted = max(grown, problem.retry_after or 0.0)
+        return min(MAX_WAIT_SECONDS, wanted) if math.isfinite(wanted) else MAX_WAIT_SECONDS
+
+    async def _take_slot(self) -> None:
+        wait = await self.worker._io(self.worker.budget.try_take)
+        if wait > 0:
+            raise Postpone(wait)
+
+    async def _hold(self, seconds: float) -> None:
+        await self.worker._io(self.worker.budget.hold, seconds)
+
+
+class _Memory:
+    """An input's first-read user, stored in its chunk before the first write is sent."""
+
+    def __init__(self, run: ChunkRun, state: InputState) -> None:
+        self._run = run
+        self._state = state
+
+    @property
+    def first_user(self) -> str | None:
+        return self._state.first_user
+
+    @property
+    def write_started(self) -> bool:
+        return self._state.write_started
+
+    async def remember(self, user: str) -> None:
+        self._state.first_user = user
+        self._state.write_started = True
+        await self._run.save()
