@@ -8,6 +8,7 @@ overriding what is already set) and does not check keys unless given one with `-
 
     python -m devtools.host [--host 127.0.0.1] [--port 7071] [--function-key KEY]
                             [--root APP_FOLDER] [--queue-receive-visibility SECONDS]
+                            [--functions NAME ...]
 
 Queue- and timer-triggered functions run too (devtools.queues, devtools.timers), on the storage
 account their `connection` setting names (Azurite locally).
@@ -110,7 +111,14 @@ class Trigger:
 
     function: str
     describes: str
-    run: Callable[[], Coroutine[Any, Any, None]]
+    run: Callable[[], Coroutine[Any, Any, None]] | None  # None: not started, for `idle`
+    idle: str | None = None
+
+
+def _storage_unset(name: str, values: Mapping[str, str]) -> str | None:
+    """Why a trigger cannot run: its storage setting is unset (the Functions host refuses to
+    start such a trigger too). The HTTP functions are served all the same."""
+    return None if values.get(name) else f"not started: app setting {name} is unset"
 
 
 def discover_triggers(
@@ -125,6 +133,7 @@ def discover_triggers(
     needs it: nothing here is ever imported by a function.
     """
     host = json.loads((root / "host.json").read_text())
+    values = os.environ if settings is None else settings
     found = []
     queues = _functions(root, "queueTrigger")
     if queues:
@@ -139,6 +148,10 @@ def discover_triggers(
             host, receive_visibility or RECEIVE_VISIBILITY_SECONDS
         )
         for name, trigger in queues:
+            idle = _storage_unset(str(trigger.get("connection") or "AzureWebJobsStorage"), values)
+            if idle is not None:
+                found.append(Trigger(name, f"queue {trigger['queueName']}", None, idle))
+                continue
             module = importlib.import_module(name)
             binding = QueueBinding.from_function_json(
                 name, trigger, getattr(module, trigger.get("entryPoint", "main")), settings
@@ -150,6 +163,10 @@ def discover_triggers(
         from devtools.timers import SystemClock, TimerRunner, parse_schedule
 
         for name, trigger in timers:
+            idle = _storage_unset("AzureWebJobsStorage", values)
+            if idle is not None:
+                found.append(Trigger(name, f"timer {trigger['schedule']}", None, idle))
+                continue
             module = importlib.import_module(name)
             schedule = parse_schedule(str(trigger["schedule"]), settings)
             runner = TimerRunner(
@@ -258,6 +275,7 @@ async def serve(
     on_ready: Callable[[str], None],
     root: Path = ROOT,
     receive_visibility: float | None = None,
+    functions: list[str] | None = None,
 ) -> None:
     import uvicorn
 
@@ -265,6 +283,12 @@ async def serve(
         sys.path.insert(0, str(root))  # the Functions worker puts the app root on sys.path too
     prefix, routes = discover(root)
     triggers = discover_triggers(root, receive_visibility)
+    if functions is not None:  # like `func start --functions`: only these run
+        unknown = set(functions) - {r.function for r in routes} - {t.function for t in triggers}
+        if unknown:
+            raise SystemExit(f"no such function: {', '.join(sorted(unknown))}")
+        routes = [r for r in routes if r.function in functions]
+        triggers = [t for t in triggers if t.function in functions]
     app = DevHost(prefix, routes, function_key)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -278,8 +302,13 @@ async def serve(
         methods = ",".join(sorted(route.methods)) or "ANY"
         print(f"  {route.function}: [{methods}] {base}{app.prefix}/{route.template}", flush=True)
     for trigger in triggers:
-        print(f"  {trigger.function}: [{trigger.describes}]", flush=True)
-    running = [asyncio.create_task(trigger.run(), name=trigger.function) for trigger in triggers]
+        idle = f" {trigger.idle}" if trigger.idle else ""
+        print(f"  {trigger.function}: [{trigger.describes}]{idle}", flush=True)
+    running = [
+        asyncio.create_task(trigger.run(), name=trigger.function)
+        for trigger in triggers
+        if trigger.run is not None
+    ]
     try:
         await server.serve(sockets=[sock])
     finally:
@@ -305,6 +334,12 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="seconds a received queue message stays invisible (Azure: 600)",
     )
+    parser.add_argument(
+        "--functions",
+        nargs="+",
+        default=None,
+        help="run only these functions (func start --functions)",
+    )
     args = parser.parse_args(argv)
     configure_logging()
     load_local_settings(args.root)
@@ -316,6 +351,7 @@ def main(argv: list[str] | None = None) -> None:
             lambda base: print(f"Dev host listening on {base}", flush=True),
             args.root.resolve(),
             args.queue_receive_visibility,
+            args.functions,
         )
     )
 

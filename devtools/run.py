@@ -87,14 +87,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         os.environ.setdefault(STORAGE_SETTING, azurite.connection_string)
         os.environ.pop("AZURE_CLIENT_ID", None)
-        asyncio.run(
-            serve(
-                args.host,
-                args.port,
-                None,
-                lambda base: print(banner(base, graph, azurite), flush=True),
-            )
-        )
+
+        def ready(base: str) -> None:
+            # A job's status URL points back here (in Azure: the app's own host name).
+            os.environ.setdefault("JOB_PUBLIC_BASE_URL", base)
+            print(banner(base, graph, azurite), flush=True)
+
+        asyncio.run(serve(args.host, args.port, None, ready))
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

@@ -124,16 +124,21 @@ def _item(raw: Any, dry: bool) -> UnassignRequest:
     )
 
 
-def parse_bulk(body: bytes, content_type: str | None) -> BulkRequest:
+def parse_bulk(
+    body: bytes,
+    content_type: str | None,
+    max_devices: int = MAX_DEVICES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> BulkRequest:
     check_content_type(content_type)
-    data = parse_body(body, FIELDS, MAX_BODY_BYTES)
+    data = parse_body(body, FIELDS, max_body_bytes)
     devices = data.get("devices")
     if not isinstance(devices, list) or not devices:
         raise invalid(
             "devices must be a non-empty JSON array of {deviceId | serialNumber} objects."
         )
-    if len(devices) > MAX_DEVICES:
-        raise invalid(f"devices holds {len(devices)} entries; at most {MAX_DEVICES} are allowed.")
+    if len(devices) > max_devices:
+        raise invalid(f"devices holds {len(devices)} entries; at most {max_devices} are allowed.")
     dry = dry_run(data["dryRun"]) if "dryRun" in data else False
     items: list[UnassignRequest | Problem] = []
     for raw in devices:

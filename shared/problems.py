@@ -9,6 +9,8 @@
     DEVICE_NOT_FOUND         404     Graph has no Autopilot device with this id
     USER_MISMATCH            409     the device's user is not `expectedUserPrincipalName`
     AMBIGUOUS_SERIAL         409     several devices have the serial number (candidates listed)
+    JOB_NOT_FOUND            404     no bulk job with this id, or not this status URL's capability
+    IDEMPOTENCY_CONFLICT     409     an Idempotency-Key already used, within 24 h, for another body
     GRAPH_PERMISSION         502     Graph refuses our identity (403, or 401 other than an expired token)
     GRAPH_THROTTLED          503     Graph answered 429 or 503 until the deadline (with Retry-After)
     OUT_OF_TIME              503     too little time left to start a write safely (with Retry-After)
@@ -44,6 +46,12 @@ class Failure(enum.Enum):
     DEVICE_NOT_FOUND = ("device-not-found", 404, "No such Autopilot device")
     USER_MISMATCH = ("user-mismatch", 409, "The device is assigned to someone else")
     AMBIGUOUS_SERIAL = ("ambiguous-serial", 409, "The serial number names several devices")
+    JOB_NOT_FOUND = ("job-not-found", 404, "No such job")
+    IDEMPOTENCY_CONFLICT = (
+        "idempotency-conflict",
+        409,
+        "The Idempotency-Key was used with another request",
+    )
     GRAPH_PERMISSION = ("graph-permission", 502, "Microsoft Graph refused this app's identity")
     GRAPH_THROTTLED = ("graph-throttled", 503, "Microsoft Graph is throttling or unavailable")
     OUT_OF_TIME = ("out-of-time", 503, "Not enough time left to change the device safely")

@@ -58,7 +58,13 @@ def test_the_public_base_url_setting_wins_and_loopback_may_be_http() -> None:
     assert local.public_base_url == "http://127.0.0.1:7071"
 
 
-def test_locally_a_connection_string_reaches_azurite(azurite: Azurite) -> None:
+def test_locally_a_connection_string_reaches_azurite() -> None:
+    # An Azurite of its own: the table and queue names are the app's fixed ones.
+    with Azurite() as azurite:
+        check_the_clients(azurite)
+
+
+def check_the_clients(azurite: Azurite) -> None:
     settings = load_job_settings(
         {"AzureWebJobsStorage": azurite.connection_string, "WEBSITE_HOSTNAME": "localhost:7071"}
     )

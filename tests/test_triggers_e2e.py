@@ -307,6 +307,16 @@ def app_importable() -> Iterator[None]:
     sys.path.remove(str(APP))
 
 
+def test_without_storage_the_triggers_wait_and_say_why() -> None:
+    """As the Functions host does, a queue or timer trigger needs its storage setting; the HTTP
+    functions are served without it (tests/stack.py runs the dev host so)."""
+    idle = discover_triggers(APP, settings={"PROBE_QUEUE": "q", "PROBE_SCHEDULE": NEVER})
+    assert {(t.function, t.run, t.idle) for t in idle} == {
+        ("QueueProbe", None, "not started: app setting AzureWebJobsStorage is unset"),
+        ("TimerProbe", None, "not started: app setting AzureWebJobsStorage is unset"),
+    }
+
+
 @pytest.mark.usefixtures("app_importable")
 def test_queue_names_come_from_app_settings(probe: Probe) -> None:
     """%PROBE_QUEUE% in function.json: the host printed and listens on the resolved name."""
@@ -336,6 +346,7 @@ def test_a_timer_fires_on_schedule_with_a_controllable_clock() -> None:
             for t in discover_triggers(APP, clock=clock, settings=settings)
             if t.function == "TimerProbe"
         ]
+        assert timer.run is not None
         task = asyncio.create_task(timer.run())
         sleeps = [await clock.next_sleep()]
         for second in (10, 20):

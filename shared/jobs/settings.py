@@ -4,7 +4,8 @@
 |------------------------------------------|------------------------------|---------|
 | JOB_WRITES_PER_WINDOW                    | 80                           | writes all job workers together may send per GRAPH_WRITE_WINDOW_SECONDS |
 | JOB_DEADLINE_SECONDS                     | 86400                        | a job's inputs not finished by then end as `expired` (60 to 2,592,000) |
-| JOB_RETENTION_DAYS                       | 7                            | a job is deleted this long after it ends (1 to 365) |
+| JOB_RETENTION_DAYS                       | 7                            | a job is deleted this long after it ends (0 to 365) |
+| JOB_CLAIM_SECONDS                        | 300                          | how long a worker holds a chunk between saves; a dead worker's chunk is taken over after it (10 to 3,600) |
 | JOB_PUBLIC_BASE_URL                      | https:// + WEBSITE_HOSTNAME  | the base of a job's status URL (never taken from a request) |
 | AzureWebJobsStorage                      | (Azure: unset)               | a connection string: Azurite locally |
 | AzureWebJobsStorage__queueServiceUri, __tableServiceUri, __clientId | (set by infra/) | the account's services and the managed identity that reaches them, in Azure |
@@ -40,6 +41,9 @@ QUEUE = "bulk-unassign-jobs"
 DEFAULT_JOB_WRITES_PER_WINDOW = 80  # of Intune's 100 per 20 s: the rest is the HTTP functions'
 DEFAULT_JOB_DEADLINE_SECONDS = 86_400.0
 DEFAULT_RETENTION_DAYS = 7.0
+# Well under the 10 minutes a crashed worker's queue message stays hidden, so the message that
+# comes back finds the claim expired.
+DEFAULT_CLAIM_SECONDS = 300.0
 
 
 class JobSettings(NamedTuple):
@@ -49,6 +53,7 @@ class JobSettings(NamedTuple):
     window_seconds: float
     deadline_seconds: float
     retention_days: float
+    claim_seconds: float
     public_base_url: str
     connection_string: str | None
     queue_service_uri: str | None
@@ -145,7 +150,7 @@ def load_job_settings(env: Mapping[str, str] | None = None) -> JobSettings:
         )
     return JobSettings(
         writes_per_window=_whole(
-            source, "JOB_WRITES_PER_WINDOW", DEFAULT_JOB_WRITES_PER_WINDOW, 1, 10_000
+            source, "JOB_WRITES_PER_WINDOW", DEFAULT_JOB_WRITES_PER_WINDOW, 1, 1_000
         ),
         window_seconds=number_setting(
             source, "GRAPH_WRITE_WINDOW_SECONDS", DEFAULT_WRITE_WINDOW_SECONDS, 0.1, 3600
@@ -154,6 +159,7 @@ def load_job_settings(env: Mapping[str, str] | None = None) -> JobSettings:
             source, "JOB_DEADLINE_SECONDS", DEFAULT_JOB_DEADLINE_SECONDS, 1, 2_592_000
         ),
         retention_days=number_setting(source, "JOB_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, 365),
+        claim_seconds=number_setting(source, "JOB_CLAIM_SECONDS", DEFAULT_CLAIM_SECONDS, 10, 3_600),
         public_base_url=_base_url(source),
         connection_string=connection,
         queue_service_uri=queue_uri,

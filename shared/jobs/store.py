@@ -78,7 +78,11 @@ INDEX = "index"
 IDEMPOTENCY = "idempotency"
 _CHUNK_PREFIX = "chunk-"
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
+# One hex SHA-256 per status URL handed out: the first, and one per repeat of its Idempotency-Key.
+MAX_CAPABILITIES = 20
+_SHA256_HEX = re.compile(
+    rf"[0-9a-f]{{64}}(?:,[0-9a-f]{{64}}){{0,{MAX_CAPABILITIES - 1}}}", re.ASCII
+)
 _IF_MATCH = MatchConditions.IfNotModified
 T = TypeVar("T")
 
@@ -138,7 +142,8 @@ class Job:
     dry_run: bool
     caller: str | None  # who started it, for the audit
     correlation_id: str
-    capability_hash: str  # hex SHA-256 of the status URL's capability, never the capability
+    # Hex SHA-256 of each status URL's capability, comma-separated; never a capability itself.
+    capability_hash: str
     etag: str | None = None
 
 
@@ -438,7 +443,9 @@ def _job_entity(job: Job) -> dict[str, Any]:
     if job.status not in STATUSES:
         raise ValueError(f"job {job.job_id!r} status {job.status!r} is not one of {STATUSES}")
     if not _SHA256_HEX.fullmatch(job.capability_hash):
-        raise ValueError("capability_hash must be a hex SHA-256 (never the capability itself)")
+        raise ValueError(
+            "capability_hash must be hex SHA-256s, comma-separated (never a capability itself)"
+        )
     # None values are left out by the SDK: the property is absent, read back as None.
     return _check_fits(
         {
