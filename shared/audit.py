@@ -29,6 +29,7 @@ class AuditRecord:
     # Who called: {"kind": "functionKey"}, or the Entra ID token's app, object, user and tenant.
     caller: dict[str, str] = field(default_factory=lambda: {"kind": "unknown"})
     itemIndex: int | None = None
+    jobId: str | None = None  # bulk jobs' records: the job
     ticketId: str | None = None
     deviceId: str | None = None
     serialNumber: str | None = None

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devtools.azurite import Azurite, ensure_installed
+from devtools.entra_emulator import API_CLIENT_ID, TENANT_ID, EntraEmulator
 from devtools.graph_emulator import DEMO_ASSIGNED_ID, DEMO_UNASSIGNED_ID, GraphEmulator
 from tests.contract import hook
 from tests.e2e import assert_problem
@@ -95,9 +96,18 @@ def test_a_job_starts_with_202_and_its_status_url_gives_the_report(
     ]  # fmt: skip
     assert final["results"][2]["input"] is None and final["resend"] == []
     assert len(graph.graph_calls("POST")) == 1
-    events = [record["event"] for record in stack.audit()]
+    records = stack.audit()
+    events = [record["event"] for record in records]
     assert "bulkUnassignJobStarted" in events
     assert events.count("bulkUnassignJobInput") == 3  # one per worked input
+    for record in records:
+        if record["event"].startswith("bulkUnassignJob"):
+            assert record["jobId"] == doc["jobId"], record
+    inputs = [r for r in records if r["event"] == "bulkUnassignJobInput"]
+    assert all(r["caller"] == {"kind": "functionKey"} for r in inputs)  # who started the job
+    assert [r["correlationId"] for r in inputs] == ["job-1"] * 3
+    [ended] = [r for r in records if r["event"] == "bulkUnassignJobEnded"]
+    assert ended["outcome"] == "done" and ended["caller"] == {"kind": "functionKey"}
 
 
 def test_the_status_url_needs_no_key_and_a_wrong_capability_is_an_unknown_job(
@@ -186,3 +196,24 @@ def test_the_status_answers_conform_to_the_definition(
     started = stack.post(START, json={"devices": [{"deviceId": DEMO_ASSIGNED_ID}]}, headers=keyed())
     follow(stack, started.headers["location"])
     assert stack.client.event_hooks["response"] == [hook]
+
+
+def test_with_entra_id_required_the_status_url_still_needs_nothing_but_itself(
+    job_host: Callable[..., Stack], graph: GraphEmulator
+) -> None:
+    with EntraEmulator() as entra:
+        stack = job_host(
+            CALLER_TENANT_ID=TENANT_ID,
+            CALLER_AUDIENCE=API_CLIENT_ID,
+            CALLER_JWKS_URL=entra.jwks_url,
+        )
+        body = {"devices": [{"deviceId": DEMO_ASSIGNED_ID}]}
+        assert_problem(stack.post(START, json=body, headers=keyed()), 401)  # a token is needed
+        token = {"Authorization": f"Bearer {entra.token()}"}
+        started = stack.post(START, json=body, headers=keyed(**token))
+        assert started.status_code == 202, started.text
+        assert follow(stack, started.headers["location"]).status_code == 200  # no key, no token
+        job_id = started.json()["jobId"]
+        assert_problem(stack.client.delete(f"{START}/{job_id}", headers=keyed()), 401)
+        ended = stack.client.delete(f"{START}/{job_id}", headers=keyed(**token))
+        assert ended.status_code == 200 and ended.json()["status"] == "done"

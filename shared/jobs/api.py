@@ -209,6 +209,7 @@ async def handle_start(
             if key is not None:  # nothing was started: the key may be used again at once
                 await _io(services.store.forget_key, _scope(record.caller), key)
             raise
+        record.jobId = job_id
         record.outcome, record.detail = "started", f"job {job_id}: {job.total} devices"
         return _accepted(services.settings, job, capability, record.correlationId)
 
@@ -242,6 +243,7 @@ async def _again(
             )
         except Stale:
             continue
+        record.jobId = job_id
         record.outcome, record.detail = "repeated", f"job {job_id}: same Idempotency-Key"
         return _accepted(services.settings, job, capability, record.correlationId)
     raise Problem(Failure.INTERNAL, f"Job {job_id} kept changing; send the request again.")
@@ -292,7 +294,7 @@ async def handle_status(
             hmac.compare_digest(offered, stored) for stored in job.capability_hash.split(",")
         ):
             raise _not_found(job_id)
-        record.ticketId, record.dryRun = job.ticket_id, job.dry_run
+        record.ticketId, record.dryRun, record.jobId = job.ticket_id, job.dry_run, job.job_id
         chunks = await _io(services.store.chunks, job.job_id)
         inputs = [state for chunk in chunks for state in chunk.inputs]
         if job.status == "running" and all(state.final for state in inputs):
@@ -334,7 +336,7 @@ async def handle_cancel(
         inputs = [state for chunk in chunks for state in chunk.inputs]
         if job.status == "running":
             job = await _end(services.store, job, "cancelled", clock(), inputs)
-        record.ticketId, record.outcome = job.ticket_id, job.status
+        record.ticketId, record.outcome, record.jobId = job.ticket_id, job.status, job.job_id
         return _result(200, JSON, report(job, inputs), record.correlationId)
 
     return await serve(headers, "bulkUnassignJobCancelled", work, authorize)

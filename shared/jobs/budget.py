@@ -90,15 +90,18 @@ class WriteBudget:
         """Take one write and return 0.0, or take none and return how many seconds to wait:
         until the hold ends, or the oldest write of the last window leaves it.
 
-        The clock is read once, so the hold and the log are judged at the same moment.
+        Each attempt reads the clock again, and a grant is never stamped before the latest one
+        in the log: a time taken before a lost round (or on a clock a little behind) would
+        judge, and prune, the log as it was a moment ago, and let an extra write through.
         """
-        now = self._clock()
         for _ in range(MAX_ATTEMPTS):
             entity = self._log()
+            logged = _times(entity)
+            now = max(self._clock(), logged[-1] if logged else -math.inf)
             held = float(entity["until"]) - now
             if held > 0:
                 return held
-            times = [t for t in _times(entity) if t > now - self._window_seconds]
+            times = [t for t in logged if t > now - self._window_seconds]
             if len(times) >= self._limit:
                 return max(MIN_WAIT_SECONDS, times[-self._limit] + self._window_seconds - now)
             if self._update(entity, times=json.dumps([*times, now])):

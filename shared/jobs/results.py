@@ -8,6 +8,7 @@ still open when the report is read are `cancelled` or `expired` once the job has
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from shared.jobs.store import InputState, Job
@@ -128,3 +129,14 @@ def progress(job: Job, inputs: list[InputState]) -> dict[str, Any]:
         "failed": len(done) - succeeded,
         "open": job.total - len(done),
     }
+
+
+def job_caller(job: Job) -> dict[str, str]:
+    """Who started the job, as stored with it, for the audit records of its inputs."""
+    try:
+        value = json.loads(job.caller) if job.caller else None
+    except (ValueError, RecursionError):
+        value = None
+    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        return value
+    return {"kind": "unknown"}

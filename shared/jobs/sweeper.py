@@ -281,6 +281,7 @@ def ended_record(job: Job, inputs: list[InputState]) -> audit.AuditRecord:
     summary = results.report(job, inputs)["summary"]
     record = audit.AuditRecord(job.correlation_id, event="bulkUnassignJobEnded")
     record.ticketId, record.dryRun, record.outcome = job.ticket_id, job.dry_run, job.status
+    record.jobId = job.job_id
     caller = None if job.caller is None else _caller(job.caller)
     if caller is not None:
         record.caller = caller

@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from shared import audit
 from shared.graph import Call, GraphClient
 from shared.jobs.budget import WriteBudget
-from shared.jobs.results import from_outcome, from_problem
+from shared.jobs.results import from_outcome, from_problem, job_caller
 from shared.jobs.store import Chunk, ClaimLost, InputState, Job, JobStore
 from shared.problems import Failure, Problem
 from shared.request import UnassignRequest, expected_upn, target
@@ -228,6 +228,7 @@ class ChunkRun:
             self.job.ticket_id,
             self.job.dry_run,
         )
+        record.jobId, record.caller = self.job.job_id, job_caller(self.job)
         started = time.monotonic()
         sent_before = state.write_started
         call = Call(
