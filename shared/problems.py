@@ -11,6 +11,7 @@
     AMBIGUOUS_SERIAL         409     several devices have the serial number (candidates listed)
     JOB_NOT_FOUND            404     no bulk job with this id, or not this status URL's capability
     IDEMPOTENCY_CONFLICT     409     an Idempotency-Key already used, within 24 h, for another body
+    JOB_STARTING             503     the same Idempotency-Key's job is still being stored (Retry-After)
     GRAPH_PERMISSION         502     Graph refuses our identity (403, or 401 other than an expired token)
     GRAPH_THROTTLED          503     Graph answered 429 or 503 until the deadline (with Retry-After)
     OUT_OF_TIME              503     too little time left to start a write safely (with Retry-After)
@@ -47,6 +48,7 @@ class Failure(enum.Enum):
     USER_MISMATCH = ("user-mismatch", 409, "The device is assigned to someone else")
     AMBIGUOUS_SERIAL = ("ambiguous-serial", 409, "The serial number names several devices")
     JOB_NOT_FOUND = ("job-not-found", 404, "No such job")
+    JOB_STARTING = ("job-starting", 503, "The job of this Idempotency-Key is being started")
     IDEMPOTENCY_CONFLICT = (
         "idempotency-conflict",
         409,

@@ -189,7 +189,8 @@ def test_a_poisoned_chunk_message_ends_that_chunks_open_inputs_as_internal_error
     assert chunk is not None
     chunk.inputs[1].first_user, chunk.inputs[1].write_started = "alex@contoso.example", True
     chunk = bench.store.save(chunk)
-    assert bench.store.claim(chunk, "a-worker-that-crashed", 600.0) is not None  # still live
+    # The crashed worker's claim, expired (a crash releases it; a killed process's runs out).
+    assert bench.store.claim(chunk, "a-worker-that-crashed", -1.0) is not None
     bench.poisoned_message(Message("chunk", job.job_id, 1, attempt=2))
     assert bench.poison_count() == 1
 
@@ -208,23 +209,36 @@ def test_a_poisoned_chunk_message_ends_that_chunks_open_inputs_as_internal_error
     assert bench.sweeper().sweep() == SweepReport()
 
 
-def test_a_poisoned_fanout_ends_every_chunks_open_inputs(
+def test_a_poisoned_fanout_ends_the_open_inputs_of_chunks_nobody_started(
     bench: Bench, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A chunk already worked on had its message, so only the untouched chunk is lost."""
     job = bench.submit(2 * CHUNK_SIZE, finished=range(3))
     bench.poisoned_message(Message("fanout", job.job_id))
     total = 2 * CHUNK_SIZE
-    assert bench.sweeper().sweep() == SweepReport(ended_done=1, poisoned_inputs=total - 3)
+    assert bench.sweeper().sweep() == SweepReport(poisoned_inputs=CHUNK_SIZE)
     results = [state.result for state in bench.inputs(job)]
-    assert results == [unassigned(i) for i in range(3)] + [
-        internal(i, NOT_STARTED) for i in range(3, total)
+    assert results == [unassigned(i) for i in range(3)] + [None] * (CHUNK_SIZE - 3) + [
+        internal(i, NOT_STARTED) for i in range(CHUNK_SIZE, total)
     ]
     assert bench.poison_count() == 0
-    [record] = ended_records(caplog)
-    assert record["detail"] == (
-        f"job {job.job_id} done: 3 of {total} devices done, {total - 3} failed, 0 expired"
-    )
+    assert ended_records(caplog) == []  # the started chunk is still open
     assert bench.sweeper().sweep() == SweepReport()
+
+
+def test_a_poisoned_chunk_whose_claim_is_live_is_left_to_its_worker(bench: Bench) -> None:
+    """A live claim means a duplicate message's worker is alive: nothing is lost yet."""
+    job = bench.submit(CHUNK_SIZE)
+    chunk = bench.store.chunk(job.job_id, 0)
+    assert chunk is not None
+    assert bench.store.claim(chunk, "a-live-worker", 600.0) is not None
+    bench.poisoned_message(Message("chunk", job.job_id, 0))
+    assert bench.sweeper().sweep() == SweepReport()
+    assert [state.result for state in bench.inputs(job)] == [None] * CHUNK_SIZE
+    assert bench.poison_count() == 1  # kept for a later sweep
+    # The positive control: once that claim has run out, a later sweep ends them.
+    bench.clock.now += 601.0
+    assert bench.sweeper().sweep().poisoned_inputs == CHUNK_SIZE
 
 
 def test_a_poison_message_of_an_ended_or_deleted_job_is_deleted_and_changes_nothing(

@@ -2,7 +2,7 @@
 throttles beyond a scaled-down write limit and misbehaves on purpose.
 
 Scaled: Intune's 100 writes per 20 s becomes 100 per second (GRAPH_WRITE_WINDOW_SECONDS=1) and
-the jobs' budget 90 of them; claims last 10 s and a received message hides for 5 s, so a dead
+the jobs' budget 90 of them; claims last 20 s and a received message hides for 5 s, so a dead
 host's work is taken over within seconds rather than minutes. Bounds are liveness limits only.
 """
 
@@ -31,7 +31,7 @@ SETTINGS = {
     "GRAPH_WRITE_WINDOW_SECONDS": "1",
     "JOB_WRITES_PER_WINDOW": "90",
     "JOB_CLAIM_SECONDS": "10",
-    "UNASSIGN_DEADLINE_SECONDS": "20",
+    "UNASSIGN_DEADLINE_SECONDS": "5",  # a claim lasts at least twice this (plus 10 s)
 }
 
 

@@ -22,6 +22,7 @@ URL (capabilities are not stored, only their hashes); with another body it is a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -38,7 +39,13 @@ from shared import audit
 from shared.bulk import BulkRequest, parse_bulk
 from shared.caller_auth import Caller
 from shared.handler import NO_PARAMS, Authorize, HttpResult, _result, default_authorize, serve
-from shared.jobs.results import from_problem, progress, report
+from shared.jobs.results import (
+    emit_open_inputs,
+    from_problem,
+    input_record,
+    progress,
+    report,
+)
 from shared.jobs.settings import JobSettings, load_job_settings
 from shared.jobs.store import MAX_CAPABILITIES, InputState, Job, JobStore, Stale
 from shared.jobs.sweeper import ended_record
@@ -53,6 +60,9 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}", re.ASCII)
 _JOB_ID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 MIN_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS = 5, 60
 CAPABILITY_BYTES = 24  # 192 bits
+# A key whose job is not stored this long after the key was is a start that died.
+START_GRACE_SECONDS = 60.0
+STARTING_RETRY_SECONDS = 2.0
 _STATUS_ROUTE = "api/BulkUnassignJobs"
 _CANCEL_ROUNDS = 5
 T = TypeVar("T")
@@ -177,15 +187,20 @@ async def handle_start(
         key = _idempotency_key(lowered)
         bulk = parse_bulk(body, lowered.get("content-type"), MAX_JOB_DEVICES, MAX_JOB_BODY_BYTES)
         record.ticketId, record.dryRun = bulk.ticket_id, bulk.dry_run
-        services = jobs()
+        services = await asyncio.to_thread(jobs)  # its first call creates clients: not on the loop
         capability = secrets.token_urlsafe(CAPABILITY_BYTES)
         job_id = uuid.uuid4().hex
         if key is not None:
-            stored = await _io(
-                services.store.remember_key, _scope(record.caller), key, job_id, _body_hash(bulk)
-            )
+            scope, body_hash = _scope(record.caller), _body_hash(bulk)
+            stored = await _io(services.store.remember_key, scope, key, job_id, body_hash)
             if stored is not None:
-                return await _again(services, record, stored, _body_hash(bulk), capability)
+                again = await _again(services, record, stored, body_hash, capability, clock())
+                if again is not None:
+                    return again
+                # The key's job was never stored (its start died): the key starts this one.
+                await _io(services.store.forget_key, scope, key)
+                if await _io(services.store.remember_key, scope, key, job_id, body_hash):
+                    raise _starting()
         now = clock()
         inputs = _inputs(bulk)
         job = Job(
@@ -204,16 +219,37 @@ async def handle_start(
         )
         try:
             await _io(services.store.create, job, inputs)
-            await _io(services.send, Message("fanout", job_id).encode())
         except BaseException:
-            if key is not None:  # nothing was started: the key may be used again at once
+            if key is not None:  # nothing was stored: the key may be used again at once
                 await _io(services.store.forget_key, _scope(record.caller), key)
             raise
+        try:
+            await _io(services.send, Message("fanout", job_id).encode())
+        except BaseException:
+            # Stored but never started: take it back, so no job waits for a message that
+            # never came, and the key may be used again at once.
+            with contextlib.suppress(Exception):
+                await _io(services.store.delete_job, job_id)
+            if key is not None:
+                await _io(services.store.forget_key, _scope(record.caller), key)
+            raise
+        for state in inputs:  # refused at submission: final from the start
+            if state.result is not None:
+                audit.emit(input_record(job, state.result))
         record.jobId = job_id
         record.outcome, record.detail = "started", f"job {job_id}: {job.total} devices"
         return _accepted(services.settings, job, capability, record.correlationId)
 
     return await serve(headers, "bulkUnassignJobStarted", work, authorize)
+
+
+def _starting() -> Problem:
+    return Problem(
+        Failure.JOB_STARTING,
+        "A request with this Idempotency-Key is storing its job right now; send it again in "
+        "a moment to get that job.",
+        retry_after=STARTING_RETRY_SECONDS,
+    )
 
 
 async def _again(
@@ -222,9 +258,11 @@ async def _again(
     stored: tuple[str, str, float],
     body_hash: str,
     capability: str,
-) -> HttpResult:
-    """The same Idempotency-Key again: its job under a fresh status URL, or a 409."""
-    job_id, stored_hash, _ = stored
+    now: float,
+) -> HttpResult | None:
+    """The same Idempotency-Key again: its job under a fresh status URL, or a 409; None when
+    the key's job was never stored (a start that died), so this request may start it."""
+    job_id, stored_hash, created = stored
     if not hmac.compare_digest(stored_hash, body_hash):
         raise Problem(
             Failure.IDEMPOTENCY_CONFLICT,
@@ -234,7 +272,9 @@ async def _again(
     for _ in range(_CANCEL_ROUNDS):
         job = await _io(services.store.job, job_id)
         if job is None:
-            raise Problem(Failure.JOB_NOT_FOUND, f"Job {job_id} of this Idempotency-Key is gone.")
+            if now - created < START_GRACE_SECONDS:
+                raise _starting()  # the first request is still storing it
+            return None
         # The newest MAX_CAPABILITIES status URLs work; a repeat beyond them retires the oldest.
         hashes = [*job.capability_hash.split(","), _hash(capability)][-MAX_CAPABILITIES:]
         try:
@@ -287,7 +327,7 @@ async def handle_status(
     async def work(
         lowered: dict[str, str], record: audit.AuditRecord, started: float
     ) -> HttpResult:
-        services = jobs()
+        services = await asyncio.to_thread(jobs)  # its first call creates clients: not on the loop
         job = await _io(services.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
         offered = _hash(capability) if capability.isascii() else ""
         if job is None or not any(
@@ -328,7 +368,7 @@ async def handle_cancel(
         lowered: dict[str, str], record: audit.AuditRecord, started: float
     ) -> HttpResult:
         check_query(params)
-        services = jobs()
+        services = await asyncio.to_thread(jobs)  # its first call creates clients: not on the loop
         job = await _io(services.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
         if job is None:
             raise _not_found(job_id)
@@ -348,6 +388,7 @@ async def _end(store: JobStore, job: Job, status: str, now: float, inputs: list[
     for _ in range(_CANCEL_ROUNDS):
         try:
             ended = await _io(store.update_job, replace(job, status=status, ended=now))
+            emit_open_inputs(ended, inputs)
             audit.emit(ended_record(ended, inputs))
             return ended
         except Stale:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared import audit
 from shared.jobs.store import InputState, Job
 from shared.problems import Failure, Problem
 from shared.service import ALREADY_UNASSIGNED, Outcome
@@ -70,6 +71,12 @@ def open_result(state: InputState, job: Job) -> dict[str, Any] | None:
     else:
         status, http = EXPIRED, 503
         detail = "Not done by the job's deadline; nothing more will be tried. Send it again."
+    if state.write_started:  # a write was on its way when the job ended: say so
+        detail = (
+            f"{'Cancelled' if status == CANCELLED else 'Stopped at the deadline'} while a write "
+            "may have reached Microsoft Graph: the user may have been removed. Check the device "
+            "before acting on it again."
+        )
     return {
         "index": state.index,
         "input": state.entry,
@@ -140,3 +147,24 @@ def job_caller(job: Job) -> dict[str, str]:
     if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
         return value
     return {"kind": "unknown"}
+
+
+def input_record(job: Job, result: dict[str, Any]) -> audit.AuditRecord:
+    """The audit record of one input's result that no worker wrote one for (refused at
+    submission, cancelled, expired, or failed by the sweeper)."""
+    record = audit.AuditRecord(job.correlation_id, event="bulkUnassignJobInput")
+    record.jobId, record.caller, record.itemIndex = job.job_id, job_caller(job), result["index"]
+    record.ticketId, record.dryRun = job.ticket_id, job.dry_run
+    record.deviceId, record.serialNumber = result["deviceId"], result["serialNumber"]
+    record.outcome, record.httpStatus = result["status"], result["httpStatus"]
+    record.detail = result["detail"]
+    return record
+
+
+def emit_open_inputs(job: Job, inputs: list[InputState]) -> None:
+    """One record per input the end of `job` made final (cancelled or expired)."""
+    for state in inputs:
+        if state.result is None:
+            ended = open_result(state, job)
+            if ended is not None:
+                audit.emit(input_record(job, ended))

@@ -52,11 +52,12 @@ async def handle_message(body: bytes) -> None:
             "queue %s: a message that is not a job's (%d bytes) was dropped", QUEUE, len(body)
         )
         return
-    await default_worker().handle(message)
+    worker = await asyncio.to_thread(default_worker)  # made on first use: not on the loop
+    await worker.handle(message)
 
 
 async def sweep() -> None:
     from shared.jobs.sweeper import default_sweeper
 
-    summary = await asyncio.to_thread(default_sweeper().sweep)
+    summary = await asyncio.to_thread(lambda: default_sweeper().sweep())
     log.info("jobs swept: %s", summary)

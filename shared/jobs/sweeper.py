@@ -117,9 +117,14 @@ class Sweeper:
     def sweep(self) -> SweepReport:
         report = SweepReport()
         if self._poison is not None:
+            kept: list[QueueMessage] = []
             for message in _received(self._poison):
-                work = partial(self._settle_poison, self._poison, message)
+                work = partial(self._settle_poison, self._poison, message, kept)
                 report.poisoned_inputs += _isolated(f"poison message {message.id}", work, 0)
+            for message in kept:
+                # Visible again (after this sweep's own receiving): the next sweep looks again.
+                with contextlib.suppress(ResourceNotFoundError):
+                    self._poison.update_message(message, visibility_timeout=0)
         listed = self._index()
         for entry in listed:
             if entry.status == "running":
@@ -133,7 +138,9 @@ class Sweeper:
                 report.deleted += 1
         return report
 
-    def _settle_poison(self, poison: QueueClient, message: QueueMessage) -> int:
+    def _settle_poison(
+        self, poison: QueueClient, message: QueueMessage, kept: list[QueueMessage]
+    ) -> int:
         """Make the message's open inputs final, then delete it: the number made final."""
         try:
             order = Message.decode(base64.b64decode(message.content, validate=True))
@@ -141,7 +148,11 @@ class Sweeper:
             log.error("poison message %s is not a job message (%s); deleted", message.id, error)
             made_final = 0
         else:
-            made_final = self._fail_open_inputs(order)
+            try:
+                made_final = self._fail_open_inputs(order)
+            except _NotYet:
+                kept.append(message)
+                return 0
         # Not found: hidden longer than POISON_VISIBILITY_SECONDS, another sweeper took it over.
         with contextlib.suppress(ResourceNotFoundError):
             poison.delete_message(message)
@@ -152,17 +163,26 @@ class Sweeper:
         if job is None or job.status != "running":
             return 0  # deleted, or ended: its report already says what was left open
         if order.kind == "fanout":
-            chunks = self._store.chunks(job.job_id)
-            return sum(self._fail_chunk(chunk, NOT_STARTED) for chunk in chunks)
-        return self._fail_chunk(self._store.chunk(job.job_id, order.chunk), NOT_DONE)
+            # Chunks already worked on had their messages: only the untouched ones are lost.
+            chunks = [
+                chunk
+                for chunk in self._store.chunks(job.job_id)
+                if not any(state.attempts or state.final for state in chunk.inputs if state.entry)
+            ]
+            return sum(self._fail_chunk(job, chunk, NOT_STARTED) for chunk in chunks)
+        return self._fail_chunk(job, self._store.chunk(job.job_id, order.chunk), NOT_DONE)
 
-    def _fail_chunk(self, chunk: Chunk | None, detail: str) -> int:
+    def _fail_chunk(self, job: Job, chunk: Chunk | None, detail: str) -> int:
         for _ in range(_SAVE_ROUNDS):
             if chunk is None:
                 return 0
             opened = [state for state in chunk.inputs if not state.final]
             if not opened:
                 return 0
+            if chunk.claim_until is not None and self._clock() < chunk.claim_until:
+                # Another message of this chunk is being worked right now (a duplicate): that
+                # worker is alive, so its inputs are not lost yet. Look again next sweep.
+                raise _NotYet
             for state in opened:
                 state.result = _internal_result(state, detail)
             try:
@@ -170,6 +190,9 @@ class Sweeper:
             except ClaimLost:
                 chunk = self._store.chunk(chunk.job_id, chunk.number)
                 continue
+            for state in opened:
+                if state.result is not None:
+                    audit.emit(results.input_record(job, state.result))
             return len(opened)
         raise ClaimLost("a poisoned chunk kept changing; the next sweep tries again")
 
@@ -202,6 +225,7 @@ class Sweeper:
             except Stale:
                 job = self._store.job(entry.job_id)
                 continue
+            results.emit_open_inputs(ended, inputs)
             audit.emit(ended_record(ended, inputs))
             return status
         return None
@@ -216,6 +240,10 @@ class Sweeper:
         if due:
             self._store.delete_job(entry.job_id)
         return due
+
+
+class _NotYet(Exception):
+    """A poisoned chunk is claimed by a live worker: decide on its message at a later sweep."""
 
 
 _sweeper: Sweeper | None = None
@@ -254,10 +282,15 @@ def _poison_queue(settings: JobSettings) -> QueueClient:
 
 def _received(poison: QueueClient) -> Iterator[QueueMessage]:
     """Every message of the poison queue, each hidden from other sweepers while it is worked."""
+    seen: set[str] = set()
     try:
-        yield from poison.receive_messages(
+        for message in poison.receive_messages(
             messages_per_page=32, visibility_timeout=POISON_VISIBILITY_SECONDS
-        )
+        ):
+            if message.id in seen:
+                return  # a message kept for later (made visible again): this sweep is done
+            seen.add(message.id)
+            yield message
     except ResourceNotFoundError:
         return  # the trigger creates the queue with its first poison message
 

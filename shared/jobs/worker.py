@@ -28,6 +28,7 @@ worker itself `maxDequeueCount` times lands in the poison queue, where the sweep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -36,6 +37,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
+
+from azure.core.exceptions import AzureError
 
 from shared import audit
 from shared.graph import Call, GraphClient
@@ -63,6 +66,13 @@ FINAL = frozenset(
 FIRST_BACKOFF_SECONDS = 5.0
 # A wait this short is spent in place; a longer one sends the chunk back to the queue.
 SHORT_WAIT_SECONDS = 2.0
+# How long one message works its chunk before it hands the rest to a new message: well inside
+# host.json's functionTimeout (230 s), with one input's deadline to spare.
+RUN_SECONDS = 120.0
+# A storage error before the claim sends the message back this much later, this many times,
+# before it is left to fail (and, at maxDequeueCount, to the poison queue).
+STORAGE_RETRY_SECONDS = 30.0
+MAX_STORAGE_RETRIES = 20
 
 
 class Postpone(Exception):
@@ -138,7 +148,9 @@ class Worker:
         self.input_deadline_seconds = input_deadline_seconds
         self.clock = clock
         self._sleep = sleep
-        self.claim_seconds = claim_seconds
+        # A claim outlives any one input's work (two deadlines), so no other worker can take a
+        # chunk over while one of its writes may still be on its way.
+        self.claim_seconds = max(claim_seconds, 2 * input_deadline_seconds + 10)
 
     async def handle(self, message: Message) -> None:
         if message.kind == "fanout":
@@ -161,6 +173,16 @@ class Worker:
             await self.send(Message("chunk", job_id, number))
 
     async def _work(self, message: Message) -> None:
+        try:
+            await self._claim_and_run(message)
+        except AzureError:
+            # Storage trouble (throttling, a moment offline): try again later, not toward poison.
+            if message.attempt >= MAX_STORAGE_RETRIES:
+                raise
+            log.warning("job %s: storage error; the chunk goes back on the queue", message.job_id)
+            await self.send(replace(message, attempt=message.attempt + 1), STORAGE_RETRY_SECONDS)
+
+    async def _claim_and_run(self, message: Message) -> None:
         job = await self._io(self.store.job, message.job_id)
         if job is None or job.status != "running" or self.clock() >= job.deadline:
             return  # deleted, ended, or the sweeper's to end
@@ -173,10 +195,17 @@ class Worker:
             wait = (chunk.claim_until or self.clock()) - self.clock()
             await self.send(replace(message, attempt=message.attempt + 1), max(1.0, wait))
             return
+        run = ChunkRun(self, job, claimed, message)
         try:
-            await ChunkRun(self, job, claimed, message).run()
+            await run.run()
         except ClaimLost:
             log.warning("job %s chunk %s: claim taken over; stopping", job.job_id, chunk.number)
+        except BaseException:
+            # Free the chunk for the message's next delivery (and, after maxDequeueCount, the
+            # sweeper), rather than leave it to wait out a claim nobody is using.
+            with contextlib.suppress(Exception):
+                await self._io(self.store.release, run.chunk)
+            raise
 
 
 class ChunkRun:
@@ -193,9 +222,14 @@ class ChunkRun:
 
     async def run(self) -> None:
         worker = self.worker
+        stop_at = worker.clock() + RUN_SECONDS
         for state in self.chunk.inputs:
             if state.final:
                 continue
+            if worker.clock() >= stop_at:
+                # Well inside the host's functionTimeout: the rest goes on in a new message.
+                await worker.send(self.message)
+                break
             job = await worker._io(worker.store.job, self.job.job_id)
             if job is None or job.status != "running" or worker.clock() >= job.deadline:
                 break  # cancelled, ended or past its deadline: the report says what is left
@@ -230,11 +264,10 @@ class ChunkRun:
         )
         record.jobId, record.caller = self.job.job_id, job_caller(self.job)
         started = time.monotonic()
-        sent_before = state.write_started
         call = Call(
             Deadline.after(worker.input_deadline_seconds, worker.graph.clock),
             self.job.correlation_id,
-            before_write=self._take_slot,
+            before_write=lambda: self._take_slot(state),
             on_throttle=self._hold,
         )
         record.graphClientRequestId = call.client_request_id
@@ -247,12 +280,11 @@ class ChunkRun:
                     _Memory(self, state),
                 )
             except Postpone as postpone:
-                if call.writes_sent == 0 and not sent_before:
-                    state.write_started = False  # stored before a write that was never sent
                 if postpone.seconds > SHORT_WAIT_SECONDS:
                     await self.save()
                     return postpone.seconds
                 await worker._sleep(postpone.seconds)
+                await self._renew_claim()
                 call = replace(
                     call, deadline=Deadline.after(worker.input_deadline_seconds, worker.graph.clock)
                 )
@@ -292,10 +324,15 @@ class ChunkRun:
         wanted = max(grown, problem.retry_after or 0.0)
         return min(MAX_WAIT_SECONDS, wanted) if math.isfinite(wanted) else MAX_WAIT_SECONDS
 
-    async def _take_slot(self) -> None:
+    async def _take_slot(self, state: InputState) -> None:
+        """A slot of the shared budget, then, before the first write goes out, the record that
+        one may have: a later attempt that finds the device empty then knows it may be ours."""
         wait = await self.worker._io(self.worker.budget.try_take)
         if wait > 0:
             raise Postpone(wait)
+        if not state.write_started:
+            state.write_started = True
+            await self.save()
 
     async def _hold(self, seconds: float) -> None:
         await self.worker._io(self.worker.budget.hold, seconds)
@@ -317,6 +354,6 @@ class _Memory:
         return self._state.write_started
 
     async def remember(self, user: str) -> None:
+        # Saved with the first write's budget slot (ChunkRun._take_slot), or with the chunk
+        # when the write is put off: either way before any write can be sent.
         self._state.first_user = user
-        self._state.write_started = True
-        await self._run.save()
