@@ -348,3 +348,17 @@ def test_the_functions_sweeper_reads_the_jobs_poison_queue_as_the_host_writes_it
         assert poison.peek_messages() == []
     finally:
         poison.delete_queue()
+
+
+def test_a_job_whose_only_open_chunk_was_poisoned_ends(
+    bench: Bench, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The poisoned inputs become `internal` results and the same sweep ends the job."""
+    job = bench.submit(CHUNK_SIZE, finished=range(10))
+    bench.poisoned_message(Message("chunk", job.job_id, 0, attempt=5))
+    assert bench.sweeper().sweep() == SweepReport(ended_done=1, poisoned_inputs=CHUNK_SIZE - 10)
+    assert bench.job(job).status == "done"
+    results = [state.result for state in bench.inputs(job)]
+    assert [r["status"] for r in results if r] == ["unassigned"] * 10 + ["internal"] * 40
+    [record] = ended_records(caplog)
+    assert record["outcome"] == "done"

@@ -99,13 +99,14 @@ def test_a_job_starts_with_202_and_its_status_url_gives_the_report(
     records = stack.audit()
     events = [record["event"] for record in records]
     assert "bulkUnassignJobStarted" in events
-    assert events.count("bulkUnassignJobInput") == 3  # one per worked input
+    assert events.count("bulkUnassignJobInput") == 4  # one per input, the refused one too
     for record in records:
         if record["event"].startswith("bulkUnassignJob"):
             assert record["jobId"] == doc["jobId"], record
     inputs = [r for r in records if r["event"] == "bulkUnassignJobInput"]
     assert all(r["caller"] == {"kind": "functionKey"} for r in inputs)  # who started the job
-    assert [r["correlationId"] for r in inputs] == ["job-1"] * 3
+    assert [r["correlationId"] for r in inputs] == ["job-1"] * 4
+    assert sorted(r["itemIndex"] for r in inputs) == [0, 1, 2, 3]
     [ended] = [r for r in records if r["event"] == "bulkUnassignJobEnded"]
     assert ended["outcome"] == "done" and ended["caller"] == {"kind": "functionKey"}
 
