@@ -194,6 +194,47 @@ def _diagnostics(app: dict[str, Any], scope: str) -> set[str]:
     return categories
 
 
+# Built-in roles the identity needs on the storage account (the same ids in every tenant). The
+# jobs' queue trigger needs contributor: the documented reader and message-processor roles cannot
+# release a failed message (azure-docs issue 120932), and the poison queue is made on demand.
+STORAGE_ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
+}
+
+
+def _jobs_storage_violations(infra: Path, app: dict[str, Any]) -> list[str]:
+    """The jobs' queue, poison queue and table exist under the names the code uses, and the
+    identity holds the storage roles they need."""
+    problems = []
+    variables = {name: v["value"] for name, v in app["variables"].items()}
+    worker = json.loads((infra.parent / "BulkUnassignJobWorker" / "function.json").read_text())
+    [trigger] = [b for b in worker["bindings"] if b["type"] == "queueTrigger"]
+    if variables.get("jobsQueueName") != trigger["queueName"]:
+        problems.append("the jobs' queue must be the worker's queueName")
+    settings_text = (infra.parent / "shared" / "jobs" / "settings.py").read_text()
+    if f'TABLE = "{variables.get("jobsTableName")}"' not in settings_text:
+        problems.append("the jobs' table must be shared/jobs/settings.py's TABLE")
+    names = {
+        json.dumps(resource["config"]["name"])
+        for resource in app["resources"].values()
+        if resource["type"].endswith(("queueServices/queues", "tableServices/tables"))
+    }
+    for wanted in ('"jobsQueueName"', '"${jobsQueueName}-poison"', '"jobsTableName"'):
+        if wanted not in names:
+            problems.append(f"no storage resource named {wanted.strip(chr(34))}")
+    role_ids = {str(v) for v in variables.values() if str(v) in STORAGE_ROLES}
+    assigned = json.dumps([r["config"]["properties"]["roleDefinitionId"]
+                           for r in app["resources"].values()
+                           if r["type"] == "Microsoft.Authorization/roleAssignments"])  # fmt: skip
+    for role_id, role in STORAGE_ROLES.items():
+        variable = next((n for n, v in variables.items() if v == role_id), None)
+        if role_id not in role_ids or variable is None or variable not in assigned:
+            problems.append(f"the identity must hold {role}")
+    return problems
+
+
 def _description(parameter: dict[str, Any]) -> str:
     return " ".join(
         str(d["argument"]) for d in parameter["decorators"] if d["type"] == "description"
@@ -216,9 +257,12 @@ def platform_violations(infra: Path = INFRA) -> list[str]:
     # Host storage by service URI: an account name alone is not valid in sovereign clouds.
     if _setting(site, "AzureWebJobsStorage__accountName") is not None:
         problems.append("AzureWebJobsStorage__accountName is not valid in sovereign clouds")
-    blob = json.dumps(_setting(site, "AzureWebJobsStorage__blobServiceUri"))
-    if "primaryEndpoints" not in blob or '"blob"' not in blob:
-        problems.append("AzureWebJobsStorage__blobServiceUri must be primaryEndpoints.blob")
+    for service in ("blob", "queue", "table"):
+        name = f"AzureWebJobsStorage__{service}ServiceUri"
+        uri = json.dumps(_setting(site, name))
+        if "primaryEndpoints" not in uri or f'"{service}"' not in uri:
+            problems.append(f"{name} must be primaryEndpoints.{service}")
+    problems += _jobs_storage_violations(infra, app)
     # azd: its location prompt, no region list that would refuse regions added later.
     location = main["parameters"]["location"]["decorators"]
     if {"type": "metadata", "argument": {"azd": {"type": "location"}}} not in location:

@@ -17,6 +17,8 @@ VERSIONS = {"azd": "1.18.0", "Bicep": "0.36.1"}
 # Built-in role ids (the same in every tenant) and the names the docs give them.
 ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
+    "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
 }
 ENV_VARIABLE = re.compile(r"\$\{([A-Z_]+)[=}]")

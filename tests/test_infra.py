@@ -26,7 +26,10 @@ from tests.bicep_eval import evaluate
 def infra_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "infra"
     shutil.copytree(INFRA, copy)
-    shutil.copy(INFRA.parent / "azure.yaml", tmp_path / "azure.yaml")
+    # What the platform rules read beside infra/: azd's project file, the names the code uses.
+    for name in ("azure.yaml", "BulkUnassignJobWorker/function.json", "shared/jobs/settings.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(INFRA.parent / name, tmp_path / name)
     return copy
 
 
@@ -102,6 +105,15 @@ PLATFORM_WEAKENINGS = [
     # Host storage by service URI.
     ("app/resources.bicep", "{ name: 'AzureWebJobsStorage__blobServiceUri', value: storage.properties.primaryEndpoints.blob }", "{ name: 'AzureWebJobsStorage__accountName', value: storage.name }", "AzureWebJobsStorage__accountName"),
     ("app/resources.bicep", "value: storage.properties.primaryEndpoints.blob }", "value: 'https://${storage.name}.blob.core.windows.net' }", "blobServiceUri must"),
+    # The jobs' storage: names the code uses, service URIs, roles.
+    ("app/resources.bicep", "var jobsQueueName = 'bulk-unassign-jobs'", "var jobsQueueName = 'jobs'", "the worker's queueName"),
+    ("app/resources.bicep", "var jobsTableName = 'BulkUnassignJobs'", "var jobsTableName = 'Jobs'", "settings.py's TABLE"),
+    ("app/resources.bicep", "  name: '${jobsQueueName}-poison'", "  name: 'poison'", "jobsQueueName}-poison"),
+    ("app/resources.bicep", "  name: jobsTableName", "  name: 'BulkUnassignJobs'", "named jobsTableName"),
+    ("app/resources.bicep", "value: storage.properties.primaryEndpoints.queue }", "value: 'https://example.invalid' }", "queueServiceUri must"),
+    ("app/resources.bicep", "{ name: 'AzureWebJobsStorage__tableServiceUri', value: storage.properties.primaryEndpoints.table }\n", "", "tableServiceUri must"),
+    ("app/resources.bicep", "roleDefinitions', storageQueueDataContributor)", "roleDefinitions', storageBlobDataOwner)", "Storage Queue Data Contributor"),
+    ("app/resources.bicep", "var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'", "var storageTableDataContributor = '76199698-9eea-4c19-bc75-cec21354c6b6'", "Storage Table Data Contributor"),
     # azd.
     ("main.bicep", "@metadata({\n  azd: {\n    type: 'location'\n  }\n})\n", "", "azd's location metadata"),
     ("main.bicep", "param location string", "@allowed([\n  'westeurope'\n])\nparam location string", "allowed regions"),
