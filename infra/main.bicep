@@ -28,7 +28,7 @@ param createApiRegistration bool = false
 
 // The two lists are JSON text, not arrays: older azd versions cannot put an array into
 // main.parameters.json from `azd env set`.
-@description('Inbound access restrictions for the functions, as a JSON array: [{"serviceTag": "AzureConnectors"}] for a Power Automate custom connector, [{"serviceTag": "LogicApps"}] for its HTTP action (regional forms such as AzureConnectors.westeurope narrow it further), [{"ipAddress": "203.0.113.0/24"}] for a ServiceNow instance. A service tag is shared by every customer of that service: it narrows the network and authenticates nobody. Empty ([]): any caller with a function key.')
+@description('Inbound access restrictions for the functions, as a JSON array: [{"serviceTag": "AzureConnectors"}] for a Power Automate custom connector, [{"serviceTag": "LogicApps"}] for its HTTP action (regional forms such as AzureConnectors.westeurope narrow it further), [{"ipAddress": "203.0.113.0/24"}] for a ServiceNow instance. A service tag is shared by every customer of that service: it narrows the network and authenticates nobody. The status URL of a bulk job is anonymous (its capability URL reads one report) and Power Automate polls it from the same tags: allow them. Empty ([]): any caller with a function key.')
 param allowedInbound string = '[]'
 
 @description('Inbound access restrictions for the deploy (SCM) host that azd and az functionapp deployment publish to, as a JSON array like allowedInbound. Empty ([]): reachable from anywhere, and accepting only Entra ID (basic publishing is off).')
@@ -49,7 +49,7 @@ param graphWritesPerWindow string = '100'
 @description('Client-side write pace: the window in seconds (GRAPH_WRITE_WINDOW_SECONDS).')
 param graphWriteWindowSeconds string = '20'
 
-@description('Most instances the app may scale out to (MAXIMUM_INSTANCE_COUNT). Each has its own write pace, so keep it low.')
+@description('Most instances the app may scale out to (MAXIMUM_INSTANCE_COUNT). The single and bulk calls pace their writes per instance, so keep it low while they are busy; bulk jobs share one write budget across all instances, so any count is safe for them.')
 @minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
