@@ -17,11 +17,10 @@ from shared.startup import loading
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def frozen_after(code: str) -> int:
-    """How many objects the collector has set aside for good after running `code`."""
-    probe = f"import gc\n{code}\nprint(gc.get_freeze_count())"
+def printed_after(code: str, report: str) -> str:
+    """What a fresh interpreter prints with `report` after running `code`."""
     done = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", f"{code}\nprint({report})"],
         cwd=ROOT,
         env={"IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "h"},
         capture_output=True,
@@ -29,7 +28,12 @@ def frozen_after(code: str) -> int:
         timeout=120,
         check=True,
     )
-    return int(done.stdout.split()[-1])
+    return done.stdout
+
+
+def frozen_after(code: str) -> int:
+    """How many objects the collector has set aside for good after running `code`."""
+    return int(printed_after(f"import gc\n{code}", "gc.get_freeze_count()").split()[-1])
 
 
 def test_importing_the_function_sets_what_it_loaded_aside() -> None:
@@ -101,17 +105,8 @@ DEV_ONLY = ("devtools", "azure.storage", "azure.data", "aiohttp", "uvicorn")
 
 def loaded_after(code: str) -> set[str]:
     """Which dev-only modules a fresh interpreter has loaded after running `code`."""
-    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        env={"IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "h"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return {name for name in done.stdout.split() if name.startswith(DEV_ONLY)}
+    printed = printed_after(f"import sys\n{code}", "' '.join(sorted(sys.modules))")
+    return {name for name in printed.split() if name.startswith(DEV_ONLY)}
 
 
 def test_the_functions_never_load_the_dev_hosts_trigger_machinery() -> None:

@@ -89,6 +89,23 @@ class Probe:
     def send(self, **order: Any) -> None:
         self.queue.send_message(json.dumps(order))
 
+    def poison(self) -> QueueClient:
+        return QueueClient.from_connection_string(
+            self.connection_string, self.queue_name + "-poison"
+        )
+
+    @staticmethod
+    def holds_one(queue: QueueClient) -> Callable[[list[dict[str, Any]]], bool]:
+        """A wait_for check: `queue` exists and holds one message."""
+
+        def check(_: list[dict[str, Any]]) -> bool:
+            try:
+                return queue.get_queue_properties().approximate_message_count == 1
+            except Exception:  # noqa: BLE001 - not created yet
+                return False
+
+        return check
+
     def events(self) -> list[dict[str, Any]]:
         path = self.folder / "events.log"
         if not path.exists():
@@ -160,16 +177,8 @@ def test_a_message_is_processed_once_and_deleted(probe: Probe) -> None:
 def test_a_failing_message_is_retried_then_moved_to_the_poison_queue(probe: Probe) -> None:
     probe.start_host()
     probe.send(key="bad", action="fail")
-    poison = QueueClient.from_connection_string(
-        probe.connection_string, probe.queue_name + "-poison"
-    )
-
-    def poisoned(_: list[dict[str, Any]]) -> bool:
-        try:
-            return poison.get_queue_properties().approximate_message_count == 1
-        except Exception:  # noqa: BLE001 - not created yet
-            return False
-
+    poison = probe.poison()
+    poisoned = probe.holds_one(poison)
     probe.wait_for(poisoned, "the message in the poison queue")
     attempts = [e["dequeueCount"] for e in probe.events() if e["event"] == "failed"]
     assert attempts == [1, 2, 3]  # maxDequeueCount 3 in the probe app's host.json
@@ -241,16 +250,8 @@ def test_a_base64_app_fails_a_message_that_is_not_base64(probe: Probe) -> None:
     probe.start_host()
     raw = QueueClient.from_connection_string(probe.connection_string, probe.queue_name)
     raw.send_message('{"key": "not-base64!"}')
-    poison = QueueClient.from_connection_string(
-        probe.connection_string, probe.queue_name + "-poison"
-    )
-
-    def poisoned(_: list[dict[str, Any]]) -> bool:
-        try:
-            return poison.get_queue_properties().approximate_message_count == 1
-        except Exception:  # noqa: BLE001 - not created yet
-            return False
-
+    poison = probe.poison()
+    poisoned = probe.holds_one(poison)
     probe.wait_for(poisoned, "the undecodable message in the poison queue")
     assert probe.events() == []  # the function never ran
     raw.close()

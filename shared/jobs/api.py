@@ -312,6 +312,11 @@ def _not_found(job_id: str) -> Problem:
     )
 
 
+async def _find(store: JobStore, job_id: str) -> Job | None:
+    """The job, or None for an id that could not be one of ours (32 lower-case hex)."""
+    return await _io(store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
+
+
 async def _anyone(headers: Mapping[str, str], remaining: Callable[[], float]) -> Caller:
     return Caller(kind="statusUrl")
 
@@ -328,15 +333,14 @@ async def handle_status(
         lowered: dict[str, str], record: audit.AuditRecord, started: float
     ) -> HttpResult:
         services = await asyncio.to_thread(jobs)  # its first call creates clients: not on the loop
-        job = await _io(services.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
+        job = await _find(services.store, job_id)
         offered = _hash(capability) if capability.isascii() else ""
         if job is None or not any(
             hmac.compare_digest(offered, stored) for stored in job.capability_hash.split(",")
         ):
             raise _not_found(job_id)
         record.ticketId, record.dryRun, record.jobId = job.ticket_id, job.dry_run, job.job_id
-        chunks = await _io(services.store.chunks, job.job_id)
-        inputs = [state for chunk in chunks for state in chunk.inputs]
+        inputs = await _io(services.store.inputs, job.job_id)
         if job.status == "running" and all(state.final for state in inputs):
             job = await _end(services.store, job, "done", clock(), inputs)
         elif job.status == "running" and clock() >= job.deadline:
@@ -369,11 +373,10 @@ async def handle_cancel(
     ) -> HttpResult:
         check_query(params)
         services = await asyncio.to_thread(jobs)  # its first call creates clients: not on the loop
-        job = await _io(services.store.job, job_id) if _JOB_ID.fullmatch(job_id) else None
+        job = await _find(services.store, job_id)
         if job is None:
             raise _not_found(job_id)
-        chunks = await _io(services.store.chunks, job.job_id)
-        inputs = [state for chunk in chunks for state in chunk.inputs]
+        inputs = await _io(services.store.inputs, job.job_id)
         if job.status == "running":
             job = await _end(services.store, job, "cancelled", clock(), inputs)
         record.ticketId, record.outcome, record.jobId = job.ticket_id, job.status, job.job_id

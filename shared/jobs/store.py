@@ -190,6 +190,10 @@ class JobStore:
         )
         return [_chunk_from(entity) for entity in found]
 
+    def inputs(self, job_id: str) -> list[InputState]:
+        """All of a job's inputs in order, from its chunks."""
+        return [state for chunk in self.chunks(job_id) for state in chunk.inputs]
+
     def claim(self, chunk: Chunk, owner: str, seconds: float) -> Chunk | None:
         """Take the chunk for `seconds` unless another owner's claim is live; None if not taken.
 

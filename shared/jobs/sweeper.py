@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -212,7 +211,7 @@ class Sweeper:
         for _ in range(_JOB_ROUNDS):
             if job is None or job.status != "running":
                 return None
-            inputs = [state for chunk in self._store.chunks(job.job_id) for state in chunk.inputs]
+            inputs = self._store.inputs(job.job_id)
             now = self._clock()
             if all(state.final for state in inputs):
                 status = "done"
@@ -315,9 +314,7 @@ def ended_record(job: Job, inputs: list[InputState]) -> audit.AuditRecord:
     record = audit.AuditRecord(job.correlation_id, event="bulkUnassignJobEnded")
     record.ticketId, record.dryRun, record.outcome = job.ticket_id, job.dry_run, job.status
     record.jobId = job.job_id
-    caller = None if job.caller is None else _caller(job.caller)
-    if caller is not None:
-        record.caller = caller
+    record.caller = results.job_caller(job)
     failed = summary["failed"] - summary["expired"]
     record.detail = (
         f"job {job.job_id} {job.status}: {summary['succeeded']} of {job.total} devices done, "
@@ -326,17 +323,6 @@ def ended_record(job: Job, inputs: list[InputState]) -> audit.AuditRecord:
     if job.ended is not None:
         record.durationMs = round((job.ended - job.created) * 1000)
     return record
-
-
-def _caller(text: str) -> dict[str, str] | None:
-    """The caller as stored at submission (a JSON object of strings); None if it is not one."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
-        return value
-    return None
 
 
 def _text(value: object) -> str | None:
