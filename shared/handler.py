@@ -25,7 +25,7 @@ from shared.request import check_query, correlation_id, parse_lookup, parse_unas
 from shared.retry import Deadline
 from shared.service import UNASSIGNED, Device, Outcome, current, unassign
 from shared.settings import Settings, load_settings
-from shared.startup import loading
+from shared.startup import MAKING, loading
 
 if TYPE_CHECKING:
     from shared.bulk import ItemResult
@@ -38,11 +38,13 @@ def default_graph() -> GraphClient:
     """The process's Graph client; a settings error is raised again on every request until fixed."""
     global _graph
     if _graph is None:
-        settings = load_settings()
-        tokens = TokenProvider(settings)
-        tokens.prefetch()  # the token arrives while the client below is built
-        with loading():  # httpx loads httpcore and the TLS trust store with its first client
-            _graph = GraphClient(settings, tokens)
+        with MAKING:
+            if _graph is None:
+                settings = load_settings()
+                tokens = TokenProvider(settings)
+                tokens.prefetch()  # the token arrives while the client below is built
+                with loading():  # httpx loads httpcore and the TLS trust store with its client
+                    _graph = GraphClient(settings, tokens)
     return _graph
 
 

@@ -53,6 +53,7 @@ from shared.jobs.worker import Message
 from shared.media import JSON
 from shared.problems import Failure, Problem
 from shared.request import check_query, invalid, printable_echo
+from shared.startup import MAKING
 
 MAX_JOB_DEVICES = 10_000
 MAX_JOB_BODY_BYTES = 2 * 1024 * 1024
@@ -83,15 +84,21 @@ _jobs: Jobs | None = None
 def default_jobs() -> Jobs:
     global _jobs
     if _jobs is None:
-        settings = load_job_settings()
-        queue, table = settings.queue(), settings.table()
-        _create_if_missing(queue.create_queue, table.create_table)
-
-        def send(text: str) -> None:
-            queue.send_message(text)
-
-        _jobs = Jobs(settings, JobStore(table), send)
+        with MAKING:
+            if _jobs is None:
+                _jobs = _make_jobs()
     return _jobs
+
+
+def _make_jobs() -> Jobs:
+    settings = load_job_settings()
+    queue, table = settings.queue(), settings.table()
+    _create_if_missing(queue.create_queue, table.create_table)
+
+    def send(text: str) -> None:
+        queue.send_message(text)
+
+    return Jobs(settings, JobStore(table), send)
 
 
 def _create_if_missing(*creates: Callable[[], object]) -> None:

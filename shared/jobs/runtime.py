@@ -12,6 +12,7 @@ from shared.jobs.budget import WriteBudget
 from shared.jobs.settings import QUEUE
 from shared.jobs.worker import Message, Worker
 from shared.settings import load_settings
+from shared.startup import MAKING
 
 log = logging.getLogger("autopilot.jobs")
 # Azure Queue Storage hides a message for at most 7 days.
@@ -23,24 +24,30 @@ _worker: Worker | None = None
 def default_worker() -> Worker:
     global _worker
     if _worker is None:
-        jobs = default_jobs()
-        settings = jobs.settings
-        queue = settings.queue()
-
-        def send(text: str, delay: float) -> None:
-            hidden = min(MAX_VISIBILITY_SECONDS, max(0, math.ceil(delay)))
-            queue.send_message(text, visibility_timeout=hidden)
-
-        budget = WriteBudget(settings.table(), settings.writes_per_window, settings.window_seconds)
-        _worker = Worker(
-            jobs.store,
-            budget,
-            send,
-            default_graph(),
-            load_settings().deadline_seconds,
-            claim_seconds=settings.claim_seconds,
-        )
+        with MAKING:
+            if _worker is None:
+                _worker = _make_worker()
     return _worker
+
+
+def _make_worker() -> Worker:
+    jobs = default_jobs()
+    settings = jobs.settings
+    queue = settings.queue()
+
+    def send(text: str, delay: float) -> None:
+        hidden = min(MAX_VISIBILITY_SECONDS, max(0, math.ceil(delay)))
+        queue.send_message(text, visibility_timeout=hidden)
+
+    budget = WriteBudget(settings.table(), settings.writes_per_window, settings.window_seconds)
+    return Worker(
+        jobs.store,
+        budget,
+        send,
+        default_graph(),
+        load_settings().deadline_seconds,
+        claim_seconds=settings.claim_seconds,
+    )
 
 
 async def handle_message(body: bytes) -> None:

@@ -45,6 +45,7 @@ from shared.jobs.settings import QUEUE
 from shared.jobs.store import INDEX, Chunk, ClaimLost, InputState, Job, JobStore, Stale
 from shared.jobs.worker import Message
 from shared.problems import Failure, Problem
+from shared.startup import MAKING
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -254,14 +255,16 @@ def default_sweeper() -> Sweeper:
     if _sweeper is None:
         from shared.jobs.api import default_jobs
 
-        jobs = default_jobs()
-        settings = jobs.settings
-        _sweeper = Sweeper(
-            jobs.store,
-            settings.table(),
-            _poison_queue(settings),
-            settings.retention_days * DAY_SECONDS,
-        )
+        with MAKING:
+            if _sweeper is None:
+                jobs = default_jobs()
+                settings = jobs.settings
+                _sweeper = Sweeper(
+                    jobs.store,
+                    settings.table(),
+                    _poison_queue(settings),
+                    settings.retention_days * DAY_SECONDS,
+                )
     return _sweeper
 
 
