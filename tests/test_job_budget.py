@@ -16,12 +16,15 @@ from azure.core.exceptions import ResourceModifiedError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient
 
 from devtools.azurite import Azurite
-from shared.jobs.budget import MAX_ATTEMPTS, WriteBudget
+from shared.jobs.budget import MAX_ATTEMPTS, SEND_ALLOWANCE, Grant, WriteBudget
 from shared.retry import MAX_WAIT_SECONDS
 from tests.fakes import FakeClock
 
 WINDOW_INDEX = 90_000_000  # a window of 20 s in 2027
 WINDOW_START = WINDOW_INDEX * 20.0
+# A grant counts for the window plus the send allowance: 20.5 s for a 20 s window.
+ALLOWANCE = 20.0 * SEND_ALLOWANCE
+SPAN = 20.0 + ALLOWANCE
 
 # The race: three processes, as on three instances, each taking as fast as it may.
 RACE_WORKERS = 3
@@ -50,11 +53,11 @@ def test_any_window_holds_at_most_the_budget_and_a_full_one_says_when_a_slot_fre
     budget = WriteBudget(table, writes_per_window=3, window_seconds=20.0, clock=clock)
 
     assert [budget.try_take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert budget.try_take() == 20.0  # the first of the three leaves the window at 25.0
+    assert budget.try_take() == SPAN  # the three leave the window at 5.0 + SPAN
     clock.now += 14.5
-    assert budget.try_take() == 5.5
-    clock.now += 5.5
-    assert [budget.try_take() for _ in range(4)] == [0.0, 0.0, 0.0, 20.0]
+    assert budget.try_take() == SPAN - 14.5
+    clock.now += SPAN - 14.5
+    assert [budget.try_take() for _ in range(4)] == [0.0, 0.0, 0.0, SPAN]
 
 
 def test_the_window_slides_with_time_not_with_a_clock_boundary(table: TableClient) -> None:
@@ -65,10 +68,27 @@ def test_the_window_slides_with_time_not_with_a_clock_boundary(table: TableClien
     clock.now += 10.0
     assert [budget.try_take(), budget.try_take()] == [0.0, 0.0]
     clock.now += 5.0
-    assert budget.try_take() == 5.0
-    clock.now += 5.001
+    assert budget.try_take() == pytest.approx(SPAN - 15.0)
+    clock.now += SPAN - 15.0 + 0.001
     assert budget.try_take() == 0.0  # one slot, the grant at 0's
     assert budget.try_take() == pytest.approx(9.999)  # then full until the two at 10 leave
+
+
+def test_a_grant_says_when_it_was_made_and_stays_fresh_for_the_send_allowance(
+    table: TableClient,
+) -> None:
+    clock = at(5.0)
+    budget = WriteBudget(table, writes_per_window=1, window_seconds=20.0, clock=clock)
+    grant = budget.take()
+    assert grant == Grant(0.0, WINDOW_START + 5.0)
+    assert ALLOWANCE == 0.5  # Intune's 20 s window: half a second to send
+    clock.now += ALLOWANCE
+    assert budget.fresh(grant)
+    clock.now += 0.001
+    assert not budget.fresh(grant)  # aged: the worker takes another slot instead
+    assert not budget.fresh(budget.take())  # a refusal (a wait) is never a grant
+    refused = budget.take()
+    assert refused.wait == pytest.approx(SPAN - ALLOWANCE - 0.001) and refused.at is None
 
 
 def test_a_hold_set_by_one_worker_stops_every_worker_and_only_moves_later(
@@ -161,9 +181,10 @@ def test_processes_sharing_the_budget_never_take_more_than_a_window_holds(
             if process.is_alive():
                 process.kill()
     times = sorted(t for granted in grants for t in granted)
-    # Any RACE_BUDGET + 1 grants in a row span at least one window: no window holds more.
+    # Any RACE_BUDGET + 1 grants in a row span at least one window and its send allowance: no
+    # window holds more, even for writes sent up to the allowance after their grant.
     spans = [times[i + RACE_BUDGET] - times[i] for i in range(len(times) - RACE_BUDGET)]
-    assert min(spans) >= RACE_WINDOW_SECONDS, min(spans)
+    assert min(spans) >= RACE_WINDOW_SECONDS * (1 + SEND_ALLOWANCE), min(spans)
     # The positive control: windows did fill (RACE_BUDGET grants within one window), so the
     # bound above could have broken.
     full = [

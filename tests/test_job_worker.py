@@ -26,7 +26,7 @@ from devtools.azurite import Azurite
 from devtools.graph_emulator import DEMO_ASSIGNED_ID, DEMO_UNASSIGNED_ID, Fault, GraphEmulator
 from shared.graph import GraphClient
 from shared.identity import TokenProvider
-from shared.jobs.budget import WriteBudget
+from shared.jobs.budget import Grant, WriteBudget
 from shared.jobs.results import from_problem
 from shared.jobs.store import InputState, Job, JobStore
 from shared.jobs.worker import Message, Worker
@@ -52,6 +52,33 @@ class MintingCredential(CountingCredential):
         return FakeToken(token, expires)
 
 
+class AgingBudget(WriteBudget):
+    """A real budget whose first `aged` grants are past the send allowance when checked, as after
+    a slow save; it records, at each take, whether the chunk's stored record says a write of its
+    first input may have started."""
+
+    def __init__(self, store: JobStore, *args: Any, aged: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.store, self.aged = store, aged
+        self.job_id = ""
+        self.granted = 0
+        self.stored_started_at_take: list[bool] = []
+
+    def take(self) -> Grant:
+        chunk = self.store.chunk(self.job_id, 0)
+        assert chunk is not None
+        self.stored_started_at_take.append(chunk.inputs[0].write_started)
+        grant = super().take()
+        self.granted += grant.wait == 0
+        return grant
+
+    def fresh(self, grant: Grant) -> bool:
+        if self.aged > 0:
+            self.aged -= 1
+            return False
+        return super().fresh(grant)
+
+
 @dataclass
 class Bench:
     """A table, a queue and a Graph emulator for one test."""
@@ -62,7 +89,12 @@ class Bench:
     store: JobStore
 
     def worker(
-        self, writes: int = 100, window: float = 20.0, partition: str = "budget", **options: Any
+        self,
+        writes: int = 100,
+        window: float = 20.0,
+        partition: str = "budget",
+        budget: WriteBudget | None = None,
+        **options: Any,
     ) -> Worker:
         settings = load_settings({"GRAPH_ENDPOINT": self.graph.base_url})
         provider = TokenProvider(
@@ -75,7 +107,7 @@ class Bench:
 
         return Worker(
             self.store,
-            WriteBudget(self.table, writes, window, partition=partition),
+            budget or WriteBudget(self.table, writes, window, partition=partition),
             send,
             GraphClient(settings, provider),
             input_deadline_seconds=10.0,
@@ -184,6 +216,74 @@ def test_two_workers_share_one_budget_and_write_each_device_once(bench: Bench) -
     assert Counter(p.path for p in posts).most_common(1)[0][1] == 1  # no device written twice
     assert len(posts) == 60
     assert bench.graph.throttled == 0
+
+
+def test_a_slot_that_aged_before_its_write_stays_spent_and_a_fresh_one_is_taken(
+    bench: Bench,
+) -> None:
+    job = bench.submit([{"deviceId": DEMO_ASSIGNED_ID}])
+    budget = AgingBudget(bench.store, bench.table, 100, 20.0, aged=1)
+    budget.job_id = job.job_id
+    asyncio.run(play_the_trigger(bench, [bench.worker(budget=budget)], job))
+    result = bench.results(job)[0]
+    assert result is not None and result["status"] == "unassigned"
+    assert budget.granted == 2  # the aged slot counts against the budget all the same
+    assert len(bench.graph.graph_calls("POST")) == 1
+    # The record that a write may start is stored before the first slot is asked for, so no
+    # save comes between a slot and its write.
+    assert budget.stored_started_at_take == [True, True]
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_a_device_emptied_while_its_input_waits_for_a_slot_is_reported_as_it_happened(
+    bench: Bench, ours: bool
+) -> None:
+    """One write per second and the first slot aged: the input waits about a second for the
+    next. Someone else empties the device meanwhile: `alreadyUnassigned`, since this run knows
+    it sent nothing (the stored record already says a write may start). The control: our own
+    write went out but its answer was lost, and the next attempt finds it empty: `unassigned`."""
+    job = bench.submit([{"deviceId": DEMO_ASSIGNED_ID}])
+    budget = AgingBudget(bench.store, bench.table, 1, 1.0, aged=0 if ours else 1)
+    budget.job_id = job.job_id
+    if ours:
+        bench.graph.inject(Fault("drop_after", method="POST", device_id=DEMO_ASSIGNED_ID))
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if not ours:
+            bench.graph.add_device(DEMO_ASSIGNED_ID, "5CG1234XYZ")  # emptied in the portal
+        await asyncio.sleep(seconds)
+
+    asyncio.run(play_the_trigger(bench, [bench.worker(budget=budget, sleep=sleep)], job))
+    result = bench.results(job)[0]
+    assert result is not None
+    assert ours or waits  # the input did wait in place for a slot
+    assert result["status"] == ("unassigned" if ours else "alreadyUnassigned")
+    assert result["previousUserPrincipalName"] == (ALEX if ours else None)
+    assert len(bench.graph.graph_calls("POST")) == (1 if ours else 0)
+
+
+def test_an_input_put_off_stores_whether_a_write_went_out(bench: Bench) -> None:
+    """Put off for longer than a wait in place: by a full budget (nothing sent, the record goes
+    back to no) and, the control, by Graph answering the write 503 (it may have acted: yes)."""
+    put_off = bench.submit([{"deviceId": DEMO_ASSIGNED_ID}])
+    budget = AgingBudget(bench.store, bench.table, 1, 20.0, aged=1, partition="full")
+    budget.job_id = put_off.job_id
+    asyncio.run(bench.worker(budget=budget).handle(Message("chunk", put_off.job_id, 0)))
+    stored = bench.store.chunk(put_off.job_id, 0)
+    assert stored is not None
+    assert budget.stored_started_at_take == [True, True]  # set while a write was asked for
+    assert (stored.inputs[0].write_started, stored.inputs[0].first_user) == (False, ALEX)
+    assert bench.graph.graph_calls("POST") == []
+
+    refused = bench.submit([{"deviceId": DEMO_ASSIGNED_ID}])
+    bench.graph.inject(Fault("status", method="POST", status=503, retry_after="60"))
+    asyncio.run(bench.worker().handle(Message("chunk", refused.job_id, 0)))
+    stored = bench.store.chunk(refused.job_id, 0)
+    assert stored is not None and stored.inputs[0].result is None
+    assert (stored.inputs[0].write_started, stored.inputs[0].first_user) == (True, ALEX)
+    assert len(bench.graph.graph_calls("POST")) == 1
 
 
 def test_without_the_shared_budget_two_workers_are_throttled(bench: Bench) -> None:

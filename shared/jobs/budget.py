@@ -25,6 +25,14 @@ A 429 seen by any worker becomes the shared hold, which only ever moves later: a
 Times come from each instance's clock; Azure keeps them in sync to well under a second, small
 next to a 20 s window.
 
+A grant is stamped before its write goes out: the conditional write of the log, and the job's
+own save of "a write is starting", come in between. Writes granted at the edge of a window can
+therefore reach Graph closer together than their grants were. So the log counts each grant over
+the window plus a send allowance (SEND_ALLOWANCE of the window), and a worker sends only on a
+grant still within that allowance (`fresh`), else it leaves the grant spent and takes another.
+Then no span of `window_seconds` holds more than the budget's writes as they are sent, at the
+cost of that share of the rate.
+
 The module is synchronous on purpose: the tables SDK's async client needs aiohttp, which the
 app does not install, so workers call this through `asyncio.to_thread`. A `WriteBudget` keeps no
 state between calls, so calls from many threads at once are as safe as the `TableClient` they
@@ -39,7 +47,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
@@ -59,6 +67,16 @@ CONTENDED_WAIT_MIN_SECONDS = 0.05
 CONTENDED_WAIT_MAX_SECONDS = 0.2
 # Callers read 0 as "granted"; float rounding at a window's edge must not make a wait look like it.
 MIN_WAIT_SECONDS = 0.001
+# How long after its grant a write may still be sent, as a share of the window: 0.5 s of Intune's
+# 20 s. The log counts grants over the window plus this, so the budget's rate is this much lower.
+SEND_ALLOWANCE = 0.025
+
+
+class Grant(NamedTuple):
+    """A take's answer: `wait` 0.0 and the grant's time `at`, or the seconds to wait (`at` None)."""
+
+    wait: float
+    at: float | None = None
 
 
 class WriteBudget:
@@ -81,14 +99,24 @@ class WriteBudget:
             raise ValueError(f"window_seconds must be positive, not {window_seconds}")
         self._table = table
         self._limit = writes_per_window
-        self._window_seconds = window_seconds
+        self.send_allowance_seconds = window_seconds * SEND_ALLOWANCE
+        self._span = window_seconds + self.send_allowance_seconds
         self._clock = clock
         self._partition = partition
         self._random = random
 
     def try_take(self) -> float:
-        """Take one write and return 0.0, or take none and return how many seconds to wait:
-        until the hold ends, or the oldest write of the last window leaves it.
+        """`take`'s wait alone: 0.0 when a write was taken."""
+        return self.take().wait
+
+    def fresh(self, grant: Grant) -> bool:
+        """Whether a write may still be sent on `grant`: within the send allowance of it."""
+        return grant.at is not None and self._clock() - grant.at <= self.send_allowance_seconds
+
+    def take(self) -> Grant:
+        """Take one write (wait 0.0, and the time it was granted at), or take none and say how
+        many seconds to wait: until the hold ends, or the oldest grant of the last window plus
+        the send allowance leaves it.
 
         Each attempt reads the clock again, and a grant is never stamped before the latest one
         in the log: a time taken before a lost round (or on a clock a little behind) would
@@ -100,13 +128,13 @@ class WriteBudget:
             now = max(self._clock(), logged[-1] if logged else -math.inf)
             held = float(entity["until"]) - now
             if held > 0:
-                return held
-            times = [t for t in logged if t > now - self._window_seconds]
+                return Grant(held)
+            times = [t for t in logged if t > now - self._span]
             if len(times) >= self._limit:
-                return max(MIN_WAIT_SECONDS, times[-self._limit] + self._window_seconds - now)
+                return Grant(max(MIN_WAIT_SECONDS, times[-self._limit] + self._span - now))
             if self._update(entity, times=json.dumps([*times, now])):
-                return 0.0
-        return self._contended_wait()
+                return Grant(0.0, now)
+        return Grant(self._contended_wait())
 
     def hold(self, seconds: float) -> None:
         """Intune throttled a write: no worker anywhere takes a write for `seconds` (at most

@@ -216,9 +216,24 @@ class ChunkRun:
         self.job = job
         self.chunk = chunk
         self.message = message
+        # Inputs whose write may have gone out in an earlier run (as stored when this run began)
+        # or in this one. The stored flag is set before a write is asked for, so while this run
+        # works an input it goes by these instead (see _take_slot).
+        self._started_before = {state.index for state in chunk.inputs if state.write_started}
+        self._sent_here: set[int] = set()
 
     async def save(self) -> None:
         self.chunk = await self.worker._io(self.worker.store.save, self.chunk)
+
+    def may_have_written(self, state: InputState) -> bool:
+        return state.index in self._started_before or state.index in self._sent_here
+
+    async def _put_off(self, state: InputState, call: Call) -> None:
+        """Store the input as this run leaves it, saying whether a write of it may have gone out."""
+        if call.write_may_have_acted:
+            self._sent_here.add(state.index)
+        state.write_started = self.may_have_written(state)
+        await self.save()
 
     async def run(self) -> None:
         worker = self.worker
@@ -281,8 +296,10 @@ class ChunkRun:
                 )
             except Postpone as postpone:
                 if postpone.seconds > SHORT_WAIT_SECONDS:
-                    await self.save()
+                    await self._put_off(state, call)
                     return postpone.seconds
+                if call.write_may_have_acted:
+                    self._sent_here.add(state.index)
                 await worker._sleep(postpone.seconds)
                 await self._renew_claim()
                 call = replace(
@@ -291,7 +308,7 @@ class ChunkRun:
                 continue
             except Problem as problem:
                 if problem.failure not in FINAL:
-                    await self.save()
+                    await self._put_off(state, call)
                     record.outcome, record.detail = "postponed", problem.detail
                     return self._backoff(state, problem)
                 state.result = from_problem(
@@ -325,14 +342,27 @@ class ChunkRun:
         return min(MAX_WAIT_SECONDS, wanted) if math.isfinite(wanted) else MAX_WAIT_SECONDS
 
     async def _take_slot(self, state: InputState) -> None:
-        """A slot of the shared budget, then, before the first write goes out, the record that
-        one may have: a later attempt that finds the device empty then knows it may be ours."""
-        wait = await self.worker._io(self.worker.budget.try_take)
-        if wait > 0:
-            raise Postpone(wait)
+        """Before an input's first write is asked for, the record that one may go out (a later
+        run that finds the device empty then knows it may be ours); then a slot of the shared
+        budget.
+
+        The record is saved before the slot is taken, so that nothing slow comes between a
+        slot and its write. The write goes out only on a slot still within the budget's send
+        allowance: one that aged anyway stays spent, and another is taken. A run that puts the
+        input off stores whether a write really went out (`_put_off`), and until then goes by
+        what it knows itself (`may_have_written`).
+        """
         if not state.write_started:
             state.write_started = True
             await self.save()
+        budget = self.worker.budget
+        while True:
+            grant = await self.worker._io(budget.take)
+            if grant.wait > 0:
+                raise Postpone(grant.wait)
+            if budget.fresh(grant):
+                return
+            log.info("job %s: a write slot aged before its write; taking another", self.job.job_id)
 
     async def _hold(self, seconds: float) -> None:
         await self.worker._io(self.worker.budget.hold, seconds)
@@ -351,9 +381,9 @@ class _Memory:
 
     @property
     def write_started(self) -> bool:
-        return self._state.write_started
+        return self._run.may_have_written(self._state)
 
     async def remember(self, user: str) -> None:
-        # Saved with the first write's budget slot (ChunkRun._take_slot), or with the chunk
-        # when the write is put off: either way before any write can be sent.
+        # Saved with the record that a write may start (ChunkRun._take_slot): before any write
+        # can be sent.
         self._state.first_user = user
