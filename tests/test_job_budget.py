@@ -16,15 +16,21 @@ from azure.core.exceptions import ResourceModifiedError
 from azure.data.tables import TableClient, TableEntity, TableServiceClient
 
 from devtools.azurite import Azurite
-from shared.jobs.budget import MAX_ATTEMPTS, SEND_ALLOWANCE, Grant, WriteBudget
+from shared.jobs.budget import (
+    MAX_ATTEMPTS,
+    SEND_ALLOWANCE,
+    TRAVEL_ALLOWANCE,
+    Grant,
+    WriteBudget,
+)
 from shared.retry import MAX_WAIT_SECONDS
 from tests.fakes import FakeClock
 
 WINDOW_INDEX = 90_000_000  # a window of 20 s in 2027
 WINDOW_START = WINDOW_INDEX * 20.0
-# A grant counts for the window plus the send allowance: 20.5 s for a 20 s window.
+# A grant counts for the window plus the send and travel allowances: 21 s for a 20 s window.
 ALLOWANCE = 20.0 * SEND_ALLOWANCE
-SPAN = 20.0 + ALLOWANCE
+SPAN = 20.0 * (1 + SEND_ALLOWANCE + TRAVEL_ALLOWANCE)
 
 # The race: three processes, as on three instances, each taking as fast as it may.
 RACE_WORKERS = 3
@@ -53,11 +59,11 @@ def test_any_window_holds_at_most_the_budget_and_a_full_one_says_when_a_slot_fre
     budget = WriteBudget(table, writes_per_window=3, window_seconds=20.0, clock=clock)
 
     assert [budget.try_take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert budget.try_take() == SPAN  # the three leave the window at 5.0 + SPAN
+    assert budget.try_take() == pytest.approx(SPAN)  # the three leave the window at 5.0 + SPAN
     clock.now += 14.5
-    assert budget.try_take() == SPAN - 14.5
+    assert budget.try_take() == pytest.approx(SPAN - 14.5)
     clock.now += SPAN - 14.5
-    assert [budget.try_take() for _ in range(4)] == [0.0, 0.0, 0.0, SPAN]
+    assert [budget.try_take() for _ in range(4)] == [0.0, 0.0, 0.0, pytest.approx(SPAN)]
 
 
 def test_the_window_slides_with_time_not_with_a_clock_boundary(table: TableClient) -> None:
@@ -181,10 +187,10 @@ def test_processes_sharing_the_budget_never_take_more_than_a_window_holds(
             if process.is_alive():
                 process.kill()
     times = sorted(t for granted in grants for t in granted)
-    # Any RACE_BUDGET + 1 grants in a row span at least one window and its send allowance: no
-    # window holds more, even for writes sent up to the allowance after their grant.
+    # Any RACE_BUDGET + 1 grants in a row span at least one window and its allowances: no window
+    # holds more, even for writes that reach Graph up to the allowances after their grant.
     spans = [times[i + RACE_BUDGET] - times[i] for i in range(len(times) - RACE_BUDGET)]
-    assert min(spans) >= RACE_WINDOW_SECONDS * (1 + SEND_ALLOWANCE), min(spans)
+    assert min(spans) >= RACE_WINDOW_SECONDS * (1 + SEND_ALLOWANCE + TRAVEL_ALLOWANCE), min(spans)
     # The positive control: windows did fill (RACE_BUDGET grants within one window), so the
     # bound above could have broken.
     full = [

@@ -25,13 +25,20 @@ A 429 seen by any worker becomes the shared hold, which only ever moves later: a
 Times come from each instance's clock; Azure keeps them in sync to well under a second, small
 next to a 20 s window.
 
-A grant is stamped before its write goes out: the conditional write of the log, and the job's
-own save of "a write is starting", come in between. Writes granted at the edge of a window can
-therefore reach Graph closer together than their grants were. So the log counts each grant over
-the window plus a send allowance (SEND_ALLOWANCE of the window), and a worker sends only on a
-grant still within that allowance (`fresh`), else it leaves the grant spent and takes another.
-Then no span of `window_seconds` holds more than the budget's writes as they are sent, at the
-cost of that share of the rate.
+A grant is stamped before its write reaches Graph: the rest of the conditional write of the
+log, the way back to the worker, and the request to Graph come in between, each taking longer on
+a busy instance. Writes granted at the edge of a window can therefore reach Graph closer together
+than their grants were. So the log counts each grant over the window plus two allowances, and a
+worker sends only on a grant still within the first (`fresh`), else it leaves the grant spent and
+takes another:
+
+- SEND_ALLOWANCE of the window, from the grant to the moment its write is handed to the HTTP
+  client (enforced: an older grant is not used);
+- TRAVEL_ALLOWANCE of the window, from there to Graph (a margin: the network is not ours).
+
+Then no span of `window_seconds` holds more than the budget's writes as they are sent, nor as
+they arrive while the request to Graph takes less than its allowance, at the cost of those
+shares of the rate (5 %).
 
 The module is synchronous on purpose: the tables SDK's async client needs aiohttp, which the
 app does not install, so workers call this through `asyncio.to_thread`. A `WriteBudget` keeps no
@@ -67,9 +74,11 @@ CONTENDED_WAIT_MIN_SECONDS = 0.05
 CONTENDED_WAIT_MAX_SECONDS = 0.2
 # Callers read 0 as "granted"; float rounding at a window's edge must not make a wait look like it.
 MIN_WAIT_SECONDS = 0.001
-# How long after its grant a write may still be sent, as a share of the window: 0.5 s of Intune's
-# 20 s. The log counts grants over the window plus this, so the budget's rate is this much lower.
+# How long after its grant a write may still be sent, and then take to reach Graph, as shares of
+# the window: 0.5 s each of Intune's 20 s. The log counts grants over the window plus both, so the
+# budget's rate is that much lower.
 SEND_ALLOWANCE = 0.025
+TRAVEL_ALLOWANCE = 0.025
 
 
 class Grant(NamedTuple):
@@ -100,7 +109,7 @@ class WriteBudget:
         self._table = table
         self._limit = writes_per_window
         self.send_allowance_seconds = window_seconds * SEND_ALLOWANCE
-        self._span = window_seconds + self.send_allowance_seconds
+        self._span = window_seconds * (1 + SEND_ALLOWANCE + TRAVEL_ALLOWANCE)
         self._clock = clock
         self._partition = partition
         self._random = random

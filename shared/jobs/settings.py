@@ -3,7 +3,7 @@
 | setting                                  | default                      | meaning |
 |------------------------------------------|------------------------------|---------|
 | JOB_WRITES_PER_WINDOW                    | 80                           | writes all job workers together may send per GRAPH_WRITE_WINDOW_SECONDS |
-| JOB_DEADLINE_SECONDS                     | 86400                        | a job's inputs not finished by then end as `expired` (60 to 2,592,000) |
+| JOB_DEADLINE_SECONDS                     | 86400                        | a job's inputs not finished by then end as `expired` (1 to 2,592,000) |
 | JOB_RETENTION_DAYS                       | 7                            | a job is deleted this long after it ends (0 to 365) |
 | JOB_CLAIM_SECONDS                        | 300                          | how long a worker holds a chunk between saves; a dead worker's chunk is taken over after it (10 to 3,600) |
 | JOB_PUBLIC_BASE_URL                      | https:// + WEBSITE_HOSTNAME  | the base of a job's status URL (never taken from a request) |
