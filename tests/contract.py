@@ -6,14 +6,21 @@ Swagger 2.0 has no `null` type; `x-nullable: true` (what Power Automate reads) i
 A request must match an operation of the definition (method, and path as sent, percent-encoding
 kept). The one exception is the Functions host's own answer to a route or method that no function
 declares: 404 or 405 with an empty body, before any of our code runs.
+
+Declared response headers are checked too, when the answer carries them: an integer is digits
+within the declared `minimum` and `maximum`, a `uri` an absolute http(s) URL. A 202 must carry
+every header it declares: Power Automate's asynchronous pattern follows its `Location` and waits
+its `Retry-After`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from jsonschema import Draft4Validator
@@ -73,11 +80,13 @@ def check_response(
     body: bytes,
     definitions: dict[str, Any] | None = None,
     document: dict[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Raise AssertionError unless the response is one the definition declares for its request.
 
     `path` is the path as sent (percent-encoded, without the query string); `document` replaces
-    the connector's definition (a test's altered copy).
+    the connector's definition (a test's altered copy); `headers`, when given, are checked against
+    the declared ones.
     """
     ops = _operations() if document is None else operations(document)
     matching = [op for pattern, m, op in ops if m == method and pattern.fullmatch(path)]
@@ -90,6 +99,8 @@ def check_response(
     assert declared is not None, (
         f"{method} {path} answered {status}, which is not in the definition"
     )
+    if headers is not None:
+        _check_headers(f"{method} {path} {status}", status, declared.get("headers", {}), headers)
     if "schema" in declared:
         schema = declared["schema"]
     elif body:
@@ -108,6 +119,27 @@ def check_response(
     assert not errors, f"{method} {path} {status} does not conform: {errors[0].message}"
 
 
+def _check_headers(
+    where: str, status: int, declared: dict[str, Any], headers: Mapping[str, str]
+) -> None:
+    sent = {name.lower(): value for name, value in headers.items()}
+    for name, rule in declared.items():
+        value = sent.get(name.lower())
+        if value is None:
+            assert status != 202, f"{where}: the header {name} is declared but missing"
+            continue
+        if rule.get("type") == "integer":
+            assert re.fullmatch(r"[0-9]+", value), f"{where}: {name} {value!r} is not an integer"
+            number = int(value)
+            assert number >= rule.get("minimum", number), f"{where}: {name} {value} is too small"
+            assert number <= rule.get("maximum", number), f"{where}: {name} {value} is too large"
+        if rule.get("format") == "uri":
+            parts = urlsplit(value)
+            assert parts.scheme in ("http", "https") and parts.netloc, (
+                f"{where}: {name} {value!r} is not an absolute URL"
+            )
+
+
 def _sent_path(response: httpx.Response) -> str:
     """The path as sent, percent-encoding kept (so an encoded '/' stays inside its segment)."""
     return response.url.raw_path.split(b"?", 1)[0].decode("ascii")
@@ -116,12 +148,20 @@ def _sent_path(response: httpx.Response) -> str:
 def hook(response: httpx.Response) -> None:
     response.read()
     check_response(
-        response.request.method, _sent_path(response), response.status_code, response.content
+        response.request.method,
+        _sent_path(response),
+        response.status_code,
+        response.content,
+        headers=response.headers,
     )
 
 
 async def async_hook(response: httpx.Response) -> None:
     await response.aread()
     check_response(
-        response.request.method, _sent_path(response), response.status_code, response.content
+        response.request.method,
+        _sent_path(response),
+        response.status_code,
+        response.content,
+        headers=response.headers,
     )

@@ -18,6 +18,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import example, given
@@ -962,6 +963,34 @@ def test_a_real_response_conforms_and_an_altered_one_is_rejected(
             check_response("POST", path, 200, json.dumps(altered).encode())
     with pytest.raises(AssertionError, match="not in the definition"):
         check_response("POST", path, 418, response.content)
+
+
+def test_a_202_carries_its_declared_location_and_retry_after_and_bad_ones_are_rejected() -> None:
+    """The function's own 202 (recorded from it, and kept in step by
+    tests/test_servicenow_fixtures.py) passes; a 202 without its Location, or with a relative
+    one, or a Retry-After out of 5 to 60 or not in whole seconds, does not."""
+    answer = json.loads(
+        (ROOT / "integrations/servicenow/test/fixtures/job_running.json").read_text()
+    )
+    body = json.dumps(answer["body"]).encode()
+    headers: dict[str, str] = answer["headers"]
+    check_response("GET", answer["path"], 202, body, headers=headers)
+    location = urlsplit(headers["location"])
+    for altered in (
+        {k: v for k, v in headers.items() if k != "location"},
+        {k: v for k, v in headers.items() if k != "retry-after"},
+        {**headers, "location": location.path},
+        {**headers, "retry-after": "61"},
+        {**headers, "retry-after": "4"},
+        {**headers, "retry-after": "5.0"},
+    ):
+        with pytest.raises(AssertionError, match=r"Location|Retry-After"):
+            check_response("GET", answer["path"], 202, body, headers=altered)
+    # Outside a 202, a declared header may be left out (Swagger 2.0 has no required headers).
+    report = json.loads(
+        (ROOT / "integrations/servicenow/test/fixtures/job_report.json").read_text()
+    )
+    check_response("GET", report["path"], 200, json.dumps(report["body"]).encode(), headers={})
 
 
 def test_a_problem_that_drops_a_required_field_is_rejected(

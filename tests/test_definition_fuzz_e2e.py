@@ -387,13 +387,16 @@ def unsearchable(serial: Any) -> bool:
 # --- One exchange, and everything checked about it. ----------------------------------------------
 
 
-def send(stack: Stack, case: AnyCase, keep_missing_key: bool) -> tuple[Sent, httpx.Response]:
-    """Send the case as schemathesis would, with our key in place of the generated one."""
+def build(
+    client: httpx.Client, base_url: str, case: AnyCase, keep_missing_key: bool
+) -> httpx.Request:
+    """The request for the case as schemathesis would send it, with our key in place of the
+    generated one."""
     headers = case.headers if case.headers is not None else {}
     if "x-functions-key" in headers or not keep_missing_key:
         headers["x-functions-key"] = KEY
     case.headers = headers
-    kwargs = case.as_transport_kwargs(base_url=stack.base_url + DOCUMENT["basePath"])
+    kwargs = case.as_transport_kwargs(base_url=base_url + DOCUMENT["basePath"])
     if "json" in kwargs:
         content = json.dumps(kwargs["json"]).encode()  # as requests sends it: ASCII, escaped
     else:
@@ -411,23 +414,41 @@ def send(stack: Stack, case: AnyCase, keep_missing_key: bool) -> tuple[Sent, htt
         policy = {name.lower() for name in POLICY_HEADERS}  # it overrides (existsAction)
         raw_headers = {k: v for k, v in raw_headers.items() if k.lower() not in policy}
         raw_headers.update({name: value.encode() for name, value in POLICY_HEADERS.items()})
-    # The stack's client: its hook checks every answer against the definition (tests/contract.py).
-    response = stack.client.request(
+    return client.build_request(
         kwargs["method"],
         kwargs["url"],
         params=kwargs.get("params"),
         headers=raw_headers,
         content=content,
     )
-    request = response.request
-    sent = Sent(
+
+
+def as_sent(request: httpx.Request) -> Sent:
+    return Sent(
         method=request.method,
         path=request.url.raw_path.split(b"?", 1)[0].decode("ascii"),
         query=parse_qsl(request.url.query.decode("latin-1"), keep_blank_values=True),
         headers=request.headers,
         body=request.content,
     )
-    return sent, response
+
+
+def send(stack: Stack, case: AnyCase, keep_missing_key: bool) -> tuple[Sent, httpx.Response]:
+    # The stack's client: its hook checks every answer against the definition (tests/contract.py).
+    response = stack.client.send(build(stack.client, stack.base_url, case, keep_missing_key))
+    return as_sent(response.request), response
+
+
+# Only to judge a generated request before it is sent: nothing is sent with it.
+_JUDGING_CLIENT = httpx.Client()
+
+
+def breaks_the_definition(case: AnyCase) -> bool:
+    """Whether the request, as it would be sent, is one the definition does not allow (beyond
+    whitespace the function trims)."""
+    request = build(_JUDGING_CLIENT, "http://fuzz.invalid", case, keep_missing_key=False)
+    judgement = judge(as_sent(request))
+    return bool(judgement.violations) and not judgement.trimmed_only
 
 
 def check_answer(sent: Sent, response: httpx.Response, judgement: Judgement) -> None:
@@ -609,6 +630,10 @@ def test_generated_requests(keyed_stack: Stack, operation_id: str, mode: str) ->
         strategy = strategy.map(one_device)
         # Half of them drawn again until they name a device the function can look up.
         strategy = st.one_of(strategy, strategy.filter(names_a_device))
+    else:
+        # Half of them drawn again until they break the definition: a negative strategy cannot
+        # always negate a pattern, and how often it fails to varies with what ran before it.
+        strategy = st.one_of(strategy, strategy.filter(breaks_the_definition))
     kinds: Counter[str] = Counter()
 
     @FUZZ
