@@ -111,6 +111,30 @@ def test_a_job_starts_with_202_and_its_status_url_gives_the_report(
     assert ended["outcome"] == "done" and ended["caller"] == {"kind": "functionKey"}
 
 
+def test_a_job_takes_10000_devices_and_refuses_10001_starting_nothing(
+    job_host: Callable[..., Stack], graph: GraphEmulator
+) -> None:
+    stack = job_host()
+    devices = [{"deviceId": str(uuid.UUID(int=n))} for n in range(10_001)]
+    refused = assert_problem(
+        stack.post(START, json={"devices": devices, "ticketId": "RITM-MANY"}, headers=keyed()), 400
+    )
+    assert "10000" in refused["detail"].replace(",", ""), refused["detail"]
+    # The control: one device fewer starts (and is cancelled at once, so nothing is worked).
+    started = stack.post(
+        START, json={"devices": devices[:10_000], "ticketId": "RITM-MANY"}, headers=keyed()
+    )
+    assert started.status_code == 202, started.text
+    assert started.json()["total"] == 10_000
+    cancelled = stack.client.delete(f"{START}/{started.json()['jobId']}", headers=keyed())
+    assert cancelled.status_code == 200
+    starts = [r for r in stack.audit() if r["event"] == "bulkUnassignJobStarted"]
+    assert [(r["outcome"], r["jobId"]) for r in starts] == [
+        ("invalid-request", None),  # the refused body started nothing
+        ("started", started.json()["jobId"]),
+    ]
+
+
 def test_the_status_url_needs_no_key_and_a_wrong_capability_is_an_unknown_job(
     job_host: Callable[..., Stack], graph: GraphEmulator
 ) -> None:
