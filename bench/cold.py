@@ -96,7 +96,7 @@ def cold_start(
     say("   CPU time, user + system (median of each process's own getrusage):")
     for name, rows in reports.items():
         say(f"   {name:<12} {ms(statistics.median(r['cpu_s'] for r in rows)):>7}")
-    say("   peak RSS (median of each process's own getrusage):")
+    say("   peak RSS (median of each process's own high-water mark, VmHWM):")
     for name, rows in reports.items():
         rss = statistics.median(r["rss_kib"] for r in rows)
         results.rss_kib[name] = rss

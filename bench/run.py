@@ -148,15 +148,15 @@ def main(argv: list[str] | None = None) -> None:
                     identity, args.devices, args.batch, parallels, args.limit, args.window,
                     args.pace_window or args.window, scratch, results,
                 )  # fmt: skip
+            if "footprint" in only:
+                bare = bare_site_packages_size(scratch)
+                footprints(footprint(runtime, bare), footprint(SDK_VENV, bare), results)
             if "jobs" in only:
                 shape = JobShape(
                     args.job_devices, args.job_limit, args.job_window, args.job_budget,
                     args.job_workers,
                 )  # fmt: skip
                 jobs(shape, venv_python(runtime), identity, args.worker_runs, scratch, results)
-        if "footprint" in only:
-            bare = bare_site_packages_size(scratch)
-            footprints(footprint(runtime, bare), footprint(SDK_VENV, bare), results)
 
     heading("Targets")
     width = max(len(t.name) for t in results.targets)
