@@ -55,6 +55,6 @@ clean:
 
 # Benchmarks next to msgraph-sdk (in its own .venv-sdk, made on first use) on the local emulators,
 # and a 10,000-device bulk job on Azurite; prints every figure, its ratio and the targets
-# (docs/PERFORMANCE.md). About 7 minutes here, 4 of them the job.
+# (docs/PERFORMANCE.md). About 8 minutes here, 4½ of them the job.
 bench: $(STAMP) $(NODE_STAMP)
 	$(PY) -m bench.run
