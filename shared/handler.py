@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -25,12 +26,16 @@ from shared.request import check_query, correlation_id, parse_lookup, parse_unas
 from shared.retry import Deadline
 from shared.service import UNASSIGNED, Device, Outcome, current, unassign
 from shared.settings import Settings, load_settings
-from shared.startup import MAKING, loading
+from shared.startup import loading
 
 if TYPE_CHECKING:
     from shared.bulk import ItemResult
 
 _graph: GraphClient | None = None
+# Held while the Graph client is made: functions ask for it from the event loop and from worker
+# threads at the same moment, and a second copy would be a second token fetch. Nothing slow
+# (no storage, no network) happens under it, so the event loop never waits on it for long.
+_making_graph = threading.Lock()
 _caller_auth: CallerAuth | None = None
 
 
@@ -38,7 +43,7 @@ def default_graph() -> GraphClient:
     """The process's Graph client; a settings error is raised again on every request until fixed."""
     global _graph
     if _graph is None:
-        with MAKING:
+        with _making_graph:
             if _graph is None:
                 settings = load_settings()
                 tokens = TokenProvider(settings)

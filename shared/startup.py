@@ -16,11 +16,6 @@ import threading
 from collections.abc import Iterator
 
 _lock = threading.Lock()
-# Held while a process-wide object (the Graph client, the jobs' services, worker and sweeper) is
-# made on first use. Functions ask for them from the event loop and from worker threads at the
-# same moment, and each extra copy would be another HTTP client and another token fetch.
-# Reentrant, because making one makes the others it uses.
-MAKING = threading.RLock()
 _depth = 0
 _was_enabled = True
 

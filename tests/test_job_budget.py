@@ -18,6 +18,7 @@ from azure.data.tables import TableClient, TableEntity, TableServiceClient
 from devtools.azurite import Azurite
 from shared.jobs.budget import (
     MAX_ATTEMPTS,
+    MIN_ALLOWANCE_SECONDS,
     SEND_ALLOWANCE,
     TRAVEL_ALLOWANCE,
     Grant,
@@ -31,6 +32,15 @@ WINDOW_START = WINDOW_INDEX * 20.0
 # A grant counts for the window plus the send and travel allowances: 21 s for a 20 s window.
 ALLOWANCE = 20.0 * SEND_ALLOWANCE
 SPAN = 20.0 * (1 + SEND_ALLOWANCE + TRAVEL_ALLOWANCE)
+
+
+def test_the_allowances_are_shares_of_the_window_with_a_floor(table: TableClient) -> None:
+    assert WriteBudget(table, 80, 20.0).span_seconds == pytest.approx(21.0)
+    assert WriteBudget(table, 80, 2.0).span_seconds == pytest.approx(2.1)
+    short = WriteBudget(table, 80, 0.1)  # a storage round trip must still fit
+    assert short.send_allowance_seconds == MIN_ALLOWANCE_SECONDS
+    assert short.span_seconds == pytest.approx(0.1 + 2 * MIN_ALLOWANCE_SECONDS)
+
 
 # The race: three processes, as on three instances, each taking as fast as it may.
 RACE_WORKERS = 3
@@ -190,7 +200,9 @@ def test_processes_sharing_the_budget_never_take_more_than_a_window_holds(
     # Any RACE_BUDGET + 1 grants in a row span at least one window and its allowances: no window
     # holds more, even for writes that reach Graph up to the allowances after their grant.
     spans = [times[i + RACE_BUDGET] - times[i] for i in range(len(times) - RACE_BUDGET)]
-    assert min(spans) >= RACE_WINDOW_SECONDS * (1 + SEND_ALLOWANCE + TRAVEL_ALLOWANCE), min(spans)
+    span = WriteBudget(table, RACE_BUDGET, RACE_WINDOW_SECONDS).span_seconds
+    assert span > RACE_WINDOW_SECONDS
+    assert min(spans) >= span, min(spans)
     # The positive control: windows did fill (RACE_BUDGET grants within one window), so the
     # bound above could have broken.
     full = [

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ServiceRequestError
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
@@ -29,7 +30,7 @@ from shared.identity import TokenProvider
 from shared.jobs.budget import Grant, WriteBudget
 from shared.jobs.results import from_problem
 from shared.jobs.store import InputState, Job, JobStore
-from shared.jobs.worker import Message, Worker
+from shared.jobs.worker import AGED_GRANTS_PER_WRITE, Message, Worker
 from shared.request import invalid
 from shared.settings import load_settings
 from tests.fakes import CountingCredential, FakeToken, credential_factory
@@ -284,6 +285,67 @@ def test_an_input_put_off_stores_whether_a_write_went_out(bench: Bench) -> None:
     assert stored is not None and stored.inputs[0].result is None
     assert (stored.inputs[0].write_started, stored.inputs[0].first_user) == (True, ALEX)
     assert len(bench.graph.graph_calls("POST")) == 1
+
+
+def test_slots_that_keep_aging_put_the_chunk_off_rather_than_spend_the_budget(
+    bench: Bench,
+) -> None:
+    """Storage slower than the send allowance: after AGED_GRANTS_PER_WRITE aged slots the input
+    waits a window (here 20 s: the chunk goes back to the queue), nothing sent. The control: one
+    aged slot fewer, and the write goes out on the next."""
+    for aged, writes in ((AGED_GRANTS_PER_WRITE, 0), (AGED_GRANTS_PER_WRITE - 1, 1)):
+        job = bench.submit([{"deviceId": DEMO_ASSIGNED_ID}])
+        bench.graph.add_device(DEMO_ASSIGNED_ID, "5CG1234XYZ", ALEX)
+        bench.graph.clear_requests()
+        budget = AgingBudget(bench.store, bench.table, 100, 20.0, aged=aged, partition=job.job_id)
+        budget.job_id = job.job_id
+        asyncio.run(bench.worker(budget=budget).handle(Message("chunk", job.job_id, 0)))
+        stored = bench.store.chunk(job.job_id, 0)
+        assert stored is not None
+        assert budget.granted == min(aged + 1, AGED_GRANTS_PER_WRITE)
+        assert len(bench.graph.graph_calls("POST")) == writes
+        assert stored.inputs[0].write_started is bool(writes)
+        assert (stored.inputs[0].result is None) is (writes == 0)
+
+
+class FailingBudget(WriteBudget):
+    """A real budget whose `take` (or `hold`) fails once as storage would."""
+
+    def __init__(self, *args: Any, fail: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail = fail
+
+    def take(self) -> Grant:
+        if self.fail == "take":
+            self.fail = ""
+            raise ServiceRequestError("the table did not answer")
+        return super().take()
+
+    def hold(self, seconds: float) -> None:
+        if self.fail == "hold":
+            self.fail = ""
+            raise ServiceRequestError("the table did not answer")
+        super().hold(seconds)
+
+
+@pytest.mark.parametrize("fail", ["take", "hold"])
+def test_a_storage_error_leaves_the_record_saying_whether_a_write_went_out(
+    bench: Bench, fail: str
+) -> None:
+    """The record that a write may start is saved before the slot is asked for. When the take
+    itself fails, nothing went out and the released chunk says so; the control: the budget's
+    hold fails after Graph throttled a write that was sent, and the chunk says one may have."""
+    job = bench.submit([{"deviceId": DEMO_ASSIGNED_ID}])
+    if fail == "hold":
+        bench.graph.inject(Fault("status", method="POST", status=429, retry_after="1"))
+    budget = FailingBudget(bench.table, 100, 20.0, fail=fail)
+    asyncio.run(bench.worker(budget=budget).handle(Message("chunk", job.job_id, 0)))
+    stored = bench.store.chunk(job.job_id, 0)
+    assert stored is not None and stored.inputs[0].result is None  # put back on the queue
+    assert stored.claim_owner is None  # released
+    assert stored.inputs[0].first_user == ALEX
+    assert stored.inputs[0].write_started is (fail == "hold")
+    assert len(bench.graph.graph_calls("POST")) == (1 if fail == "hold" else 0)
 
 
 def test_without_the_shared_budget_two_workers_are_throttled(bench: Bench) -> None:

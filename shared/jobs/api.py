@@ -29,6 +29,7 @@ import json
 import math
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -53,7 +54,6 @@ from shared.jobs.worker import Message
 from shared.media import JSON
 from shared.problems import Failure, Problem
 from shared.request import check_query, invalid, printable_echo
-from shared.startup import MAKING
 
 MAX_JOB_DEVICES = 10_000
 MAX_JOB_BODY_BYTES = 2 * 1024 * 1024
@@ -79,12 +79,14 @@ class Jobs:
 
 
 _jobs: Jobs | None = None
+# Held while the jobs' services are made (one per process, whichever threads ask at once).
+_making_jobs = threading.Lock()
 
 
 def default_jobs() -> Jobs:
     global _jobs
     if _jobs is None:
-        with MAKING:
+        with _making_jobs:
             if _jobs is None:
                 _jobs = _make_jobs()
     return _jobs

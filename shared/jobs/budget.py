@@ -23,7 +23,8 @@ A 429 seen by any worker becomes the shared hold, which only ever moves later: a
 `Retry-After` never cuts a longer one short. Every take reads it in the same read.
 
 Times come from each instance's clock; Azure keeps them in sync to well under a second, small
-next to a 20 s window.
+next to a 20 s window. A skew between two instances' clocks comes off the travel allowance below;
+past it, the 20 of Intune's 100 writes the default budget leaves to the HTTP functions remain.
 
 A grant is stamped before its write reaches Graph: the rest of the conditional write of the
 log, the way back to the worker, and the request to Graph come in between, each taking longer on
@@ -34,7 +35,9 @@ takes another:
 
 - SEND_ALLOWANCE of the window, from the grant to the moment its write is handed to the HTTP
   client (enforced: an older grant is not used);
-- TRAVEL_ALLOWANCE of the window, from there to Graph (a margin: the network is not ours).
+- TRAVEL_ALLOWANCE of the window, from there to Graph (a margin: the network is not ours);
+
+each at least MIN_ALLOWANCE_SECONDS, which a storage round trip fits in even for short windows.
 
 Then no span of `window_seconds` holds more than the budget's writes as they are sent, nor as
 they arrive while the request to Graph takes less than its allowance, at the cost of those
@@ -79,6 +82,7 @@ MIN_WAIT_SECONDS = 0.001
 # budget's rate is that much lower.
 SEND_ALLOWANCE = 0.025
 TRAVEL_ALLOWANCE = 0.025
+MIN_ALLOWANCE_SECONDS = 0.05
 
 
 class Grant(NamedTuple):
@@ -108,8 +112,11 @@ class WriteBudget:
             raise ValueError(f"window_seconds must be positive, not {window_seconds}")
         self._table = table
         self._limit = writes_per_window
-        self.send_allowance_seconds = window_seconds * SEND_ALLOWANCE
-        self._span = window_seconds * (1 + SEND_ALLOWANCE + TRAVEL_ALLOWANCE)
+        self.window_seconds = window_seconds
+        self.send_allowance_seconds = max(MIN_ALLOWANCE_SECONDS, window_seconds * SEND_ALLOWANCE)
+        travel = max(MIN_ALLOWANCE_SECONDS, window_seconds * TRAVEL_ALLOWANCE)
+        # What each grant counts over.
+        self.span_seconds = window_seconds + self.send_allowance_seconds + travel
         self._clock = clock
         self._partition = partition
         self._random = random
@@ -138,9 +145,9 @@ class WriteBudget:
             held = float(entity["until"]) - now
             if held > 0:
                 return Grant(held)
-            times = [t for t in logged if t > now - self._span]
+            times = [t for t in logged if t > now - self.span_seconds]
             if len(times) >= self._limit:
-                return Grant(max(MIN_WAIT_SECONDS, times[-self._limit] + self._span - now))
+                return Grant(max(MIN_WAIT_SECONDS, times[-self._limit] + self.span_seconds - now))
             if self._update(entity, times=json.dumps([*times, now])):
                 return Grant(0.0, now)
         return Grant(self._contended_wait())

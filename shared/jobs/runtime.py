@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 
 from shared.handler import default_graph
 from shared.jobs.api import default_jobs
@@ -12,19 +13,21 @@ from shared.jobs.budget import WriteBudget
 from shared.jobs.settings import QUEUE
 from shared.jobs.worker import Message, Worker
 from shared.settings import load_settings
-from shared.startup import MAKING
 
 log = logging.getLogger("autopilot.jobs")
 # Azure Queue Storage hides a message for at most 7 days.
 MAX_VISIBILITY_SECONDS = 7 * 24 * 3600
 
 _worker: Worker | None = None
+# Held while the worker is made: the queue trigger runs several messages at once, each asking
+# from a thread of its own. The jobs' services and the Graph client have locks of their own.
+_making_worker = threading.Lock()
 
 
 def default_worker() -> Worker:
     global _worker
     if _worker is None:
-        with MAKING:
+        with _making_worker:
             if _worker is None:
                 _worker = _make_worker()
     return _worker

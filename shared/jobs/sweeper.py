@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -45,7 +46,6 @@ from shared.jobs.settings import QUEUE
 from shared.jobs.store import INDEX, Chunk, ClaimLost, InputState, Job, JobStore, Stale
 from shared.jobs.worker import Message
 from shared.problems import Failure, Problem
-from shared.startup import MAKING
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -247,6 +247,7 @@ class _NotYet(Exception):
 
 
 _sweeper: Sweeper | None = None
+_making_sweeper = threading.Lock()
 
 
 def default_sweeper() -> Sweeper:
@@ -255,7 +256,7 @@ def default_sweeper() -> Sweeper:
     if _sweeper is None:
         from shared.jobs.api import default_jobs
 
-        with MAKING:
+        with _making_sweeper:
             if _sweeper is None:
                 jobs = default_jobs()
                 settings = jobs.settings

@@ -66,6 +66,8 @@ FINAL = frozenset(
 FIRST_BACKOFF_SECONDS = 5.0
 # A wait this short is spent in place; a longer one sends the chunk back to the queue.
 SHORT_WAIT_SECONDS = 2.0
+# Budget slots one write may take that aged past the send allowance before it is put off.
+AGED_GRANTS_PER_WRITE = 3
 # How long one message works its chunk before it hands the rest to a new message: well inside
 # host.json's functionTimeout (230 s), with one input's deadline to spare.
 RUN_SECONDS = 120.0
@@ -286,42 +288,50 @@ class ChunkRun:
             on_throttle=self._hold,
         )
         record.graphClientRequestId = call.client_request_id
-        while True:
-            try:
-                outcome = await unassign_remembering(
-                    worker.graph,
-                    request_of(state.entry, self.job.dry_run),
-                    call,
-                    _Memory(self, state),
-                )
-            except Postpone as postpone:
-                if postpone.seconds > SHORT_WAIT_SECONDS:
-                    await self._put_off(state, call)
-                    return postpone.seconds
-                if call.write_may_have_acted:
-                    self._sent_here.add(state.index)
-                await worker._sleep(postpone.seconds)
-                await self._renew_claim()
-                call = replace(
-                    call, deadline=Deadline.after(worker.input_deadline_seconds, worker.graph.clock)
-                )
-                continue
-            except Problem as problem:
-                if problem.failure not in FINAL:
-                    await self._put_off(state, call)
-                    record.outcome, record.detail = "postponed", problem.detail
-                    return self._backoff(state, problem)
-                state.result = from_problem(
-                    state.index,
-                    state.entry,
-                    problem,
-                    call.device.get("id"),
-                    call.device.get("serialNumber"),
-                )
-            else:
-                state.result = from_outcome(state.index, state.entry, outcome)
-                record.previousUserPrincipalName = state.result["previousUserPrincipalName"]
-            break
+        try:
+            while True:
+                try:
+                    outcome = await unassign_remembering(
+                        worker.graph,
+                        request_of(state.entry, self.job.dry_run),
+                        call,
+                        _Memory(self, state),
+                    )
+                except Postpone as postpone:
+                    if postpone.seconds > SHORT_WAIT_SECONDS:
+                        await self._put_off(state, call)
+                        return postpone.seconds
+                    if call.write_may_have_acted:
+                        self._sent_here.add(state.index)
+                    await worker._sleep(postpone.seconds)
+                    await self._renew_claim()
+                    call = replace(
+                        call,
+                        deadline=Deadline.after(worker.input_deadline_seconds, worker.graph.clock),
+                    )
+                    continue
+                except Problem as problem:
+                    if problem.failure not in FINAL:
+                        await self._put_off(state, call)
+                        record.outcome, record.detail = "postponed", problem.detail
+                        return self._backoff(state, problem)
+                    state.result = from_problem(
+                        state.index,
+                        state.entry,
+                        problem,
+                        call.device.get("id"),
+                        call.device.get("serialNumber"),
+                    )
+                else:
+                    state.result = from_outcome(state.index, state.entry, outcome)
+                    record.previousUserPrincipalName = state.result["previousUserPrincipalName"]
+                break
+        except BaseException:
+            # A storage error, a lost claim or a cancellation: the chunk may be released as it
+            # is, so its record says what this run knows, a write that started as one that may
+            # have acted.
+            state.write_started = self.may_have_written(state) or call.writes_sent > 0
+            raise
         await self.save()
         result = state.result
         record.deviceId, record.serialNumber = result["deviceId"], result["serialNumber"]
@@ -356,13 +366,22 @@ class ChunkRun:
             state.write_started = True
             await self.save()
         budget = self.worker.budget
-        while True:
+        for _ in range(AGED_GRANTS_PER_WRITE):
             grant = await self.worker._io(budget.take)
             if grant.wait > 0:
                 raise Postpone(grant.wait)
             if budget.fresh(grant):
                 return
             log.info("job %s: a write slot aged before its write; taking another", self.job.job_id)
+        # Storage answers slower than the send allowance: rather than spend the budget on slots
+        # that age, the chunk waits a window and tries again.
+        log.warning(
+            "job %s: %d write slots in a row aged before their write; waiting %g s",
+            self.job.job_id,
+            AGED_GRANTS_PER_WRITE,
+            budget.window_seconds,
+        )
+        raise Postpone(budget.window_seconds)
 
     async def _hold(self, seconds: float) -> None:
         await self.worker._io(self.worker.budget.hold, seconds)
