@@ -25,6 +25,7 @@ Figures, each from what the Graph emulator recorded or what the caller saw:
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections import Counter
@@ -149,35 +150,25 @@ def big_job(
             PYTHONUNBUFFERED="1",
         )
         http_functions = ("--functions", "BulkUnassignJobs", "BulkUnassignJobStatus")
-        with dev_host(env, scratch, *http_functions, name="jobs-http") as base:
-            hosts = [
-                dev_host(
-                    env,
-                    scratch,
-                    "--functions",
-                    "BulkUnassignJobWorker",
-                    *(["BulkUnassignJobSweeper"] if n == 0 else []),
-                    name=f"jobs-worker-{n + 1}",
+        with (
+            dev_host(env, scratch, *http_functions, name="jobs-http") as base,
+            contextlib.ExitStack() as workers,
+        ):
+            for n in range(shape.workers):
+                sweeper = ["BulkUnassignJobSweeper"] if n == 0 else []
+                worker = ("--functions", "BulkUnassignJobWorker", *sweeper)
+                workers.enter_context(dev_host(env, scratch, *worker, name=f"jobs-worker-{n + 1}"))
+            with httpx.Client(base_url=base, timeout=300.0) as client:
+                body = {"devices": [{"deviceId": d} for d in ids], "ticketId": "BENCH-JOB"}
+                started = time.time()
+                answer = client.post("/api/BulkUnassignJobs", json=body)
+                posted = time.time() - started
+                if answer.status_code != 202:
+                    raise RuntimeError(f"start answered {answer.status_code}: {answer.text}")
+                status_path = urlsplit(answer.headers["location"]).path
+                report, total, polls = poll_until_ended(
+                    client, status_path, started, 3 * budget_seconds + 300
                 )
-                for n in range(shape.workers)
-            ]
-            for host in hosts:
-                host.__enter__()
-            try:
-                with httpx.Client(base_url=base, timeout=300.0) as client:
-                    body = {"devices": [{"deviceId": d} for d in ids], "ticketId": "BENCH-JOB"}
-                    started = time.time()
-                    answer = client.post("/api/BulkUnassignJobs", json=body)
-                    posted = time.time() - started
-                    if answer.status_code != 202:
-                        raise RuntimeError(f"start answered {answer.status_code}: {answer.text}")
-                    status_path = urlsplit(answer.headers["location"]).path
-                    report, total, polls = poll_until_ended(
-                        client, status_path, started, 3 * budget_seconds + 300
-                    )
-            finally:
-                for host in reversed(hosts):
-                    host.__exit__(None, None, None)
         aged = sum(
             log.read_text().count("a write slot aged") for log in scratch.glob("jobs-worker-*.log")
         )

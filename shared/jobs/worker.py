@@ -230,10 +230,13 @@ class ChunkRun:
     def may_have_written(self, state: InputState) -> bool:
         return state.index in self._started_before or state.index in self._sent_here
 
-    async def _put_off(self, state: InputState, call: Call) -> None:
-        """Store the input as this run leaves it, saying whether a write of it may have gone out."""
+    def _note_sent(self, state: InputState, call: Call) -> None:
         if call.write_may_have_acted:
             self._sent_here.add(state.index)
+
+    async def _put_off(self, state: InputState, call: Call) -> None:
+        """Store the input as this run leaves it, saying whether a write of it may have gone out."""
+        self._note_sent(state, call)
         state.write_started = self.may_have_written(state)
         await self.save()
 
@@ -301,8 +304,7 @@ class ChunkRun:
                     if postpone.seconds > SHORT_WAIT_SECONDS:
                         await self._put_off(state, call)
                         return postpone.seconds
-                    if call.write_may_have_acted:
-                        self._sent_here.add(state.index)
+                    self._note_sent(state, call)
                     await worker._sleep(postpone.seconds)
                     await self._renew_claim()
                     call = replace(
